@@ -1,16 +1,11 @@
-"""The contract every recommender in the package must meet (one parametrised test suite).
-
-Add a model to CASES and it is checked for: score shapes, determinism under a seed, an identical
-checkpoint round trip, seen items never recommended, and training through the DataModule it
-is meant for.
-"""
+"""The base models under the shared contract (tests/contract.py)."""
 
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
+from contract import ALL_CHECKS, Case, check_contract
 from conftest import quiet_trainer
 from crossrec_lit.data import CrossDomainDataModule, InteractionDataModule
 from crossrec_lit.models import BPRMF, MF, Popularity
@@ -20,85 +15,31 @@ def single(source):
     return InteractionDataModule(source, "B", batch_size=256, num_negatives=2, seed=0)
 
 
-def cross(source):
-    return CrossDomainDataModule(source, "A", "B", batch_size=256, num_negatives=2, seed=0, phase="both")
-
-
-# name -> (model factory given the DataModule, DataModule factory, epochs)
 CASES = {
-    "Popularity": (lambda dm: Popularity(**dm.model_arguments_for(Popularity)), single, 1),
-    "MF": (lambda dm: MF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01), single, 2),
-    "BPRMF": (lambda dm: BPRMF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01), single, 2),
-    "BPRMF-sparse": (lambda dm: BPRMF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01, optimizer="sparse_adam"), single, 2),
+    "Popularity": Case(lambda dm: Popularity(**dm.model_arguments_for(Popularity)), single, epochs=1),
+    "MF": Case(lambda dm: MF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01), single),
+    "BPRMF": Case(lambda dm: BPRMF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01), single),
+    "BPRMF-sparse": Case(lambda dm: BPRMF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01, optimizer="sparse_adam"), single),
 }
 
 
-def register(name, model_factory, dm_factory, epochs=2):
-    """Later model modules' tests call this to join the contract."""
-    CASES[name] = (model_factory, dm_factory, epochs)
+@pytest.mark.parametrize("check", sorted(ALL_CHECKS))
+@pytest.mark.parametrize("model", sorted(CASES))
+def test_contract(model, check, tiny_source, tmp_path):
+    check_contract(check, CASES[model], tiny_source, tmp_path)
 
 
-def train(name, source, seed=0):
-    model_factory, dm_factory, epochs = CASES[name]
-    dm = dm_factory(source)
-    pl.seed_everything(seed, verbose=False)
-    model = model_factory(dm)
-    trainer = quiet_trainer(max_epochs=epochs, limit_val_batches=0)
-    trainer.fit(model, dm)
-    return model, dm, trainer
-
-
-@pytest.fixture(params=sorted(CASES))
-def case(request):
-    return request.param
-
-
-def test_shapes(case, tiny_source):
-    model, dm, _ = train(case, tiny_source)
-    users = torch.arange(5)
-    full = model.full_scores(users)
-    assert full.shape == (5, dm.num_items)
-    pair = model.score(users, torch.arange(5))
-    assert pair.shape == (5,)
-    torch.testing.assert_close(pair.float(), full.float()[torch.arange(5), torch.arange(5)], rtol=1e-5, atol=1e-5)
-
-
-def test_deterministic_under_a_seed(case, tiny_source):
-    a, _, _ = train(case, tiny_source, seed=11)
-    b, _, _ = train(case, tiny_source, seed=11)
-    torch.testing.assert_close(a.full_scores(torch.arange(20)), b.full_scores(torch.arange(20)), rtol=0, atol=0)
-
-
-def test_checkpoint_round_trip(case, tiny_source, tmp_path):
-    model, dm, trainer = train(case, tiny_source)
-    path = tmp_path / "m.ckpt"
-    trainer.save_checkpoint(path)
-    loaded = type(model).load_from_checkpoint(path, weights_only=False)
-    loaded.eval()
-    model.eval()
-    torch.testing.assert_close(loaded.full_scores(torch.arange(30)), model.full_scores(torch.arange(30)), rtol=0, atol=0)
-
-
-def test_seen_items_are_never_recommended(case, tiny_source):
-    model, dm, _ = train(case, tiny_source)
-    users = list(dm.user_vocab.ids[:25])
-    recs = dm.recommend(model, users, k=10)
-    frame = dm.table.frame
-    for user, group in recs.groupby("user"):
-        seen = set(frame.loc[(frame["user"] == user) & (frame["domain"] == dm.target_domain), "item"])
-        assert not seen & set(group["item"])
-
-
-def test_validates_and_tests_with_full_ranking(case, tiny_source):
-    model, dm, trainer = train(case, tiny_source)
-    out = trainer.test(model, dm, verbose=False)[0]
-    assert 0 <= out["test/ndcg@10"] <= 1 and 0 <= out["test/recall@20"] <= 1
-    assert len(model.test_per_user) == len(dm.index.users_with(dm.target_domain, "test"))
-
-
-def test_trains_with_the_cross_domain_datamodule(tiny_source):
-    # single-domain models read only the target side of a cross-domain DataModule in phase "target"
+def test_single_domain_models_train_on_a_cross_domain_datamodule(tiny_source):
     dm = CrossDomainDataModule(tiny_source, "A", "B", batch_size=256, phase="target")
     model = BPRMF(dm.num_users, dm.num_items, embedding_dim=8)
     quiet_trainer(max_epochs=1).fit(model, dm)
     assert model.full_scores(torch.arange(3)).shape == (3, dm.num_items)
+
+
+def test_single_domain_model_refuses_two_sides(tiny_source):
+    from crossrec_lit import CrossRecError
+
+    dm = CrossDomainDataModule(tiny_source, "A", "B", batch_size=256, phase="both")
+    model = BPRMF(dm.num_users, dm.num_items, embedding_dim=8)
+    with pytest.raises(CrossRecError, match="single-domain model got a batch with parts"):
+        quiet_trainer(max_epochs=1).fit(model, dm)

@@ -96,10 +96,25 @@ def test_cross_domain_phases_and_shared_user_index(tiny_source):
     assert batch["source"]["items"].max() < dm.num_source_items
     assert batch["target"]["items"].max() < dm.num_items
     dm.set_phase("source")
-    assert "source" not in next(iter(dm.train_dataloader()))
+    assert set(next(iter(dm.train_dataloader()))[0]) == {"source"}
+    dm.set_phase("overlap")
+    overlap_batch = next(iter(dm.train_dataloader()))[0]["overlap"]
+    assert np.isin(overlap_batch["users"].numpy(), dm.overlap_users()).all()
     overlap = dm.overlap_users()
     assert len(overlap) > 0 and dm.overlap.overlap_users >= len(overlap)
     assert dm.model_arguments()["num_source_items"] == dm.num_source_items
+
+
+def test_source_evaluation_keeps_indices(tiny_source):
+    target = CrossDomainDataModule(tiny_source, "A", "B")
+    source = CrossDomainDataModule(tiny_source, "A", "B", eval_domain="source", phase="source")
+    assert source.num_items == target.num_source_items
+    assert source.user_vocab.to_list() == target.user_vocab.to_list()
+    assert source.source_item_vocab.to_list() == target.source_item_vocab.to_list()
+    assert len(source.index.users_with("A", "test")) > 0
+    # the target split is unchanged by evaluating the source
+    tf, sf = target.table.frame, source.table.frame
+    assert (tf[tf.domain == "B"]["split"].to_numpy() == sf[sf.domain == "B"]["split"].to_numpy()).all()
 
 
 def test_cross_domain_cold_start_serves_cold_users(tiny_source):

@@ -31,7 +31,7 @@ from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split,
 from crossrec_lit.errors import CrossRecError
 
 SPLITS = ("leave_one_out", "ratio", "cold_start", "file")
-PHASES = ("target", "source", "both")
+PHASES = ("target", "source", "both", "overlap")
 
 
 class InteractionDataModule(pl.LightningDataModule):
@@ -122,6 +122,11 @@ class InteractionDataModule(pl.LightningDataModule):
             raise CrossRecError(f"the source has domains {domains}", "choose one with domain=...")
         return domains[0]
 
+    @property
+    def eval_domain(self) -> str:
+        """The store whose items are ranked in validation/test (the target, except when pretraining a source model)."""
+        return self.target_domain
+
     def _domains_to_keep(self, table: InteractionTable) -> list[str]:
         self._loaded_domains = table.domains
         return [self.target_domain]
@@ -160,11 +165,11 @@ class InteractionDataModule(pl.LightningDataModule):
         return leave_one_out(table, domains=[self.target_domain])
 
     def _validate_split(self, table: InteractionTable) -> None:
-        target = table.frame[table.frame["domain"] == self.target_domain]
+        evaluated = table.frame[table.frame["domain"] == self.eval_domain]
         for part in self._required_parts():
-            if not (target["split"] == part).any():
+            if not (evaluated["split"] == part).any():
                 raise CrossRecError(
-                    f"the {part} part of domain {self.target_domain!r} is empty after splitting",
+                    f"the {part} part of domain {self.eval_domain!r} is empty after splitting",
                     "use more data, a smaller k_core, or users with at least 3 interactions",
                 )
 
@@ -187,8 +192,8 @@ class InteractionDataModule(pl.LightningDataModule):
 
     @property
     def num_items(self) -> int:
-        """Size of the target catalogue."""
-        return self.index.num_items(self.target_domain)
+        """Size of the evaluated (target) catalogue."""
+        return self.index.num_items(self.eval_domain)
 
     @property
     def user_vocab(self):
@@ -196,7 +201,7 @@ class InteractionDataModule(pl.LightningDataModule):
 
     @property
     def item_vocab(self):
-        return self.index.item_vocabs[self.target_domain]
+        return self.index.item_vocabs[self.eval_domain]
 
     def model_arguments(self) -> dict:
         """Data-derived constructor arguments a model may take (the runner passes those it accepts)."""
@@ -252,7 +257,7 @@ class InteractionDataModule(pl.LightningDataModule):
         """
         if part not in ("valid", "test"):
             raise CrossRecError(f"unknown evaluation part {part!r}", "use 'valid' or 'test'")
-        idx, d = self.index, self.target_domain
+        idx, d = self.index, self.eval_domain
         seen = ("train",) if part == "valid" else ("train", "valid")
         ratings = None
         if self.keep_ratings:
@@ -275,7 +280,7 @@ class InteractionDataModule(pl.LightningDataModule):
         Returns a frame with ``user``, ``rank`` (1 = best), ``item`` (original id), ``score``
         and, with ``with_text``, the item's ``text`` where the source has any.
         """
-        idx, d = self.index, self.target_domain
+        idx, d = self.index, self.eval_domain
         user_ids = [str(u) for u in ([user_ids] if isinstance(user_ids, str) else user_ids)]
         users = torch.from_numpy(idx.user_vocab.encode(user_ids, what="user"))
         exclude = None
@@ -302,17 +307,26 @@ class InteractionDataModule(pl.LightningDataModule):
 class CrossDomainDataModule(InteractionDataModule):
     """Two stores over one user index: source store A, target store B.
 
+    Training batches are always keyed by what they contain, so a cross-domain model can tell its
+    losses apart: ``{"target": batch}``, ``{"source": batch}``, ``{"source": ..., "target": ...}``
+    or ``{"overlap": batch}`` (target training interactions of users who also have source
+    training interactions: what mapping models such as EMCDR and PTUPCDR learn from).
+
     Args:
         source_domain / target_domain: the two store names in the source.
         split: ``leave_one_out`` (warm users, protocol P1: the target store is split per user,
             the source store is all training data) or ``cold_start`` (protocol P2: a
             ``cold_start_share`` of the shared users lose all their target interactions; see
             :func:`crossrec_lit.data.split.cold_start_split`).
-        phase: what the training loader serves: ``target``, ``source``, or ``both`` (a
-            CombinedLoader yielding ``{"source": batch, "target": batch}``; the shorter side
-            cycles). Models that train in several phases switch it with :meth:`set_phase`.
+        phase: what the training loader serves: ``target``, ``source``, ``both`` (the shorter
+            side cycles) or ``overlap``. :class:`crossrec_lit.transfer.PhaseSchedule` switches it
+            between epochs for models that train in several phases.
+        eval_domain: ``target`` (default), or ``source`` to pretrain and select a source-store
+            model: the source store then also gets a leave-one-out split for its validation.
+            Users and items keep the same indices either way, so weights carry over.
         min_overlap: refuse data with fewer shared users than this (0 to allow none, e.g. for
             text-only transfer).
+        source_batch_size: batch size of source batches (default: ``batch_size``).
         Other arguments as in :class:`InteractionDataModule`.
     """
 
@@ -328,6 +342,7 @@ class CrossDomainDataModule(InteractionDataModule):
         n_folds: int | None = None,
         cold_valid_share: float = 0.1,
         phase: str = "target",
+        eval_domain: str = "target",
         min_overlap: int = 1,
         source_batch_size: int | None = None,
         **kwargs,
@@ -337,12 +352,15 @@ class CrossDomainDataModule(InteractionDataModule):
             raise CrossRecError(f"source_domain and target_domain are both {source_domain!r}", "pick two different stores")
         if phase not in PHASES:
             raise CrossRecError(f"unknown phase {phase!r}", f"use one of {list(PHASES)}")
+        if eval_domain not in ("target", "source"):
+            raise CrossRecError(f"eval_domain must be 'target' or 'source', got {eval_domain!r}", "use 'target' unless pretraining a source model")
         self.source_domain = source_domain
         self.cold_start_share = cold_start_share
         self.cold_start_fold = cold_start_fold
         self.n_folds = n_folds
         self.cold_valid_share = cold_valid_share
         self.phase = phase
+        self.eval_on = eval_domain
         self.min_overlap = int(min_overlap)
         self.source_batch_size = source_batch_size
         self._overlap: OverlapReport | None = None
@@ -351,13 +369,17 @@ class CrossDomainDataModule(InteractionDataModule):
     def allowed_splits() -> tuple[str, ...]:
         return ("leave_one_out", "cold_start", "file")
 
+    @property
+    def eval_domain(self) -> str:
+        return self.source_domain if self.eval_on == "source" else self.target_domain
+
     def _domains_to_keep(self, table: InteractionTable) -> list[str]:
         self._loaded_domains = table.domains
         table.require_domains([self.source_domain, self.target_domain])
         return [self.source_domain, self.target_domain]
 
     def _required_parts(self) -> tuple[str, ...]:
-        if self.split == "cold_start" and not self.cold_valid_share:
+        if self.split == "cold_start" and not self.cold_valid_share and self.eval_on == "target":
             return ("train", "test")
         return ("train", "valid", "test")
 
@@ -366,7 +388,7 @@ class CrossDomainDataModule(InteractionDataModule):
         if self.min_overlap:
             require_overlap(self._overlap, minimum=self.min_overlap, needed_by="this cross-domain DataModule")
         if self.split == "cold_start":
-            return cold_start_split(
+            table = cold_start_split(
                 table,
                 source=self.source_domain,
                 target=self.target_domain,
@@ -376,7 +398,16 @@ class CrossDomainDataModule(InteractionDataModule):
                 valid_share=self.cold_valid_share,
                 seed=self.seed,
             )
-        return super()._split(table)
+        else:
+            table = super()._split(table)
+        if self.eval_on == "source":
+            source_rows = (table.frame["domain"] == self.source_domain).to_numpy()
+            source_split = leave_one_out(table.domain(self.source_domain)).frame["split"].to_numpy()
+            frame = table.frame.copy()
+            # domain() keeps row order, so the labels line up with the source rows
+            frame.loc[source_rows, "split"] = source_split
+            table = InteractionTable(frame, copy=False)
+        return table
 
     @property
     def overlap(self) -> OverlapReport:
@@ -390,11 +421,19 @@ class CrossDomainDataModule(InteractionDataModule):
         return self.index.num_items(self.source_domain)
 
     @property
+    def num_target_items(self) -> int:
+        return self.index.num_items(self.target_domain)
+
+    @property
     def source_item_vocab(self):
         return self.index.item_vocabs[self.source_domain]
 
+    @property
+    def target_item_vocab(self):
+        return self.index.item_vocabs[self.target_domain]
+
     def model_arguments(self) -> dict:
-        return {**super().model_arguments(), "num_source_items": self.num_source_items}
+        return {**super().model_arguments(), "num_source_items": self.num_source_items, "num_target_items": self.num_target_items}
 
     def overlap_users(self, part: str = "train") -> np.ndarray:
         """Indices of users with ``part`` interactions in the target AND training interactions in the source."""
@@ -406,16 +445,36 @@ class CrossDomainDataModule(InteractionDataModule):
             raise CrossRecError(f"unknown phase {phase!r}", f"use one of {list(PHASES)}")
         self.phase = phase
 
+    def _overlap_batches(self) -> TrainBatches:
+        idx, d = self.index, self.target_domain
+        arrays = idx.arrays(d, "train")
+        keep = np.isin(arrays["users"], self.overlap_users())
+        if not keep.any():
+            raise CrossRecError("no user has training interactions in both stores", "use data with shared users, or a model that needs none")
+        return TrainBatches(
+            arrays["users"][keep],
+            arrays["items"][keep],
+            num_items=idx.num_items(d),
+            batch_size=self.batch_size,
+            num_negatives=self.num_negatives,
+            positives=idx.matrix(d, "train") if self.exclude_positives else None,
+            seed=self.seed,
+            domain_key=3,
+        )
+
     def train_dataloader(self):
-        target = self._train_batches(self.target_domain, domain_key=1)
-        if self.phase == "target":
-            return self._loader(target)
-        source = self._train_batches(self.source_domain, domain_key=2)
-        if self.source_batch_size:
-            source.batch_size = int(self.source_batch_size)
-        if self.phase == "source":
-            return self._loader(source)
-        return CombinedLoader({"source": self._loader(source), "target": self._loader(target)}, mode="max_size_cycle")
+        loaders = {}
+        if self.phase in ("source", "both"):
+            source = self._train_batches(self.source_domain, domain_key=2)
+            if self.source_batch_size:
+                source.batch_size = int(self.source_batch_size)
+            loaders["source"] = self._loader(source)
+        if self.phase in ("target", "both"):
+            loaders["target"] = self._loader(self._train_batches(self.target_domain, domain_key=1))
+        if self.phase == "overlap":
+            loaders["overlap"] = self._loader(self._overlap_batches())
+        # a CombinedLoader even for one side, so batches are always keyed by domain
+        return CombinedLoader(loaders, mode="max_size_cycle")
 
 
 def _jsonable(value) -> bool:

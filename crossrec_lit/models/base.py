@@ -91,9 +91,22 @@ class RecommenderModule(pl.LightningModule):
         nn.init.xavier_normal_(emb.weight)
         return emb
 
+    # ------------------------------------------------------------------ data binding
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and stage == "fit":
+            self.bind_data(datamodule)
+
+    def bind_data(self, datamodule) -> None:
+        """Take data-derived tensors a model needs beyond its sizes (e.g. which users are cold).
+
+        Called once before training. Whatever is taken must live in persistent buffers, so a
+        model loaded from a checkpoint needs no DataModule to score. No-op by default.
+        """
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
-        loss = self.loss(batch)
+        loss = self.loss(single_domain_batch(batch))
         if not torch.isfinite(loss):
             raise CrossRecError(f"training loss became {loss.item()} at step {self.global_step}", "lower the learning rate or add regularisation")
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=_batch_size(batch))
@@ -182,6 +195,23 @@ class RecommenderModule(pl.LightningModule):
         top = topk_indices(scores, k)
         self.train(was_training)
         return top, scores.gather(1, top)
+
+
+DOMAIN_KEYS = ("source", "target", "overlap")
+
+
+def single_domain_batch(batch):
+    """A single-domain model's batch: a cross-domain DataModule keys batches by domain
+    (``{"target": ...}``); such a model takes the one sub-batch served to it."""
+    if isinstance(batch, dict) and "users" not in batch:
+        parts = [k for k in DOMAIN_KEYS if k in batch]
+        if len(parts) != 1:
+            raise CrossRecError(
+                f"a single-domain model got a batch with parts {parts}",
+                "serve one side only (DataModule phase='target' or 'source'), or use a cross-domain model",
+            )
+        return batch[parts[0]]
+    return batch
 
 
 def _fused_ok(params) -> bool:

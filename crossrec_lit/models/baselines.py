@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from crossrec_lit.models.base import RecommenderModule
+from crossrec_lit.models.base import RecommenderModule, single_domain_batch
 
 # Popularity counts items during one pass over the training batches and has no parameters to
 # optimise; Lightning warns that such a fit "will run with no optimizer", which is the intent.
@@ -29,7 +29,8 @@ class Popularity(RecommenderModule):
 
     def training_step(self, batch, batch_idx):
         if self.current_epoch == 0:
-            self.counts += torch.bincount(batch["items"], minlength=self.num_items).to(self.counts)
+            items = single_domain_batch(batch)["items"]
+            self.counts += torch.bincount(items, minlength=self.num_items).to(self.counts)
         return None
 
     def on_train_epoch_end(self) -> None:

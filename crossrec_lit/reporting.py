@@ -1,0 +1,112 @@
+"""Recording a chapter's (or an experiment's) key numbers, so tests can check them.
+
+Every book chapter ends with ``record({...}, record_path)``. In the book ``record_path`` is
+``None`` and nothing is written; the chapter tests run the chapter with papermill, pass a path, and
+compare the JSON file with what the chapter claims. This replaces scrapbook (unmaintained) with a
+plain, atomic JSON write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from crossrec_lit.errors import CrossRecError
+
+__all__ = ["data_banner", "record", "to_jsonable"]
+
+
+def record(results: Mapping, path: str | os.PathLike | None) -> dict:
+    """Write ``results`` as JSON to ``path`` atomically; do nothing (but validate) when ``path`` is None.
+
+    Values may be numbers (Python, numpy or one-element torch tensors), strings, booleans, None,
+    and lists or string-keyed dicts of those. Numpy/torch floating scalars become ``float``,
+    integer scalars ``int``. NaN and infinite values are refused with a :class:`CrossRecError`
+    naming the key, since a chapter that records NaN has a bug the test must see.
+
+    The file is written to a temporary file in the same folder and moved into place with
+    ``os.replace``, so a reader never sees half a file. Missing parent folders are created.
+
+    Returns the cleaned dictionary (what was, or would have been, written).
+    """
+    if not isinstance(results, Mapping):
+        raise CrossRecError(f"record() needs a dict of results, got {type(results).__name__}", "pass e.g. {'ndcg@10': 0.05}")
+    clean = to_jsonable(results)
+    if path is None:
+        return clean
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(clean, fh, indent=2, sort_keys=True, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a record is meant to be read by others
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return clean
+
+
+def to_jsonable(value, _where: str = "results"):
+    """A JSON-safe copy of ``value`` (see :func:`record` for what is accepted)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CrossRecError(f"key {key!r} in {_where} is not a string", "use string keys such as 'mf_ndcg@10'")
+            out[key] = to_jsonable(item, f"{_where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item, f"{_where}[{i}]") for i, item in enumerate(value)]
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    value = _unwrap_scalar(value, _where)
+    if isinstance(value, (list, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number):
+            raise CrossRecError(f"{_where} is {number}", "record only finite numbers; a NaN or infinite metric points to a bug upstream")
+        return number
+    raise CrossRecError(
+        f"{_where} has type {type(value).__name__}, which cannot be recorded",
+        "record numbers, strings, booleans, None, or lists/dicts of them",
+    )
+
+
+def _unwrap_scalar(value, where: str):
+    """Python scalar from a numpy scalar/0-d array or a one-element torch tensor; other values unchanged."""
+    module = type(value).__module__.split(".")[0]
+    if module == "torch":
+        if getattr(value, "numel", lambda: 0)() != 1:
+            raise CrossRecError(f"{where} is a tensor of shape {tuple(value.shape)}", "record a scalar, e.g. tensor.mean().item(), or tensor.tolist()")
+        return value.item()
+    if module == "numpy":
+        if getattr(value, "ndim", 0) == 0:
+            return value.item()
+        return to_jsonable(value.tolist(), where)
+    return value
+
+
+def data_banner(source_description: str) -> str:
+    """One line that says which data the numbers below come from (chapters ``print`` it).
+
+    Every number in the book depends on the data; the banner keeps a reader from mistaking the
+    synthetic stores for Amazon, and tells them how to switch.
+    """
+    text = str(source_description).strip()
+    if not text:
+        raise CrossRecError("data_banner needs a description of the data", "pass e.g. 'synthetic stores, Synthetic(n_users=2000, seed=0)'")
+    return f"Data: {text}. Every number on this page is computed from this data when the page is built."
