@@ -20,7 +20,7 @@ import yaml
 
 from crossrec_lit.errors import CrossRecError
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?::[A-Za-z_][A-Za-z0-9_.-]*)?)(?::-([^}]*))?\}")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -37,8 +37,20 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def placeholders(value: Any) -> set[str]:
+    """Names of the ``${...}`` placeholders anywhere in a nested config value."""
+    if isinstance(value, dict):
+        return set().union(*(placeholders(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(placeholders(v) for v in value)) if value else set()
+    return {m.group(1) for m in _ENV.finditer(value)} if isinstance(value, str) else set()
+
+
 def substitute(value: Any, variables: dict[str, Any]) -> Any:
     """Replace ``${name}`` (from ``variables``, else the environment; ``${name:-default}``) in strings.
+
+    Names may carry a qualifier, as the experiment runner's ``${pretrained:source_mf}`` and
+    ``${baseline:TargetOnly}`` do.
 
     A string that is exactly one placeholder takes the variable's type (``seed: ${seed}`` stays an int).
     """

@@ -35,13 +35,13 @@ import pytorch_lightning as pl
 import torch
 
 from crossrec_lit.atomic import atomic_write, atomic_write_text
-from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, substitute
+from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, placeholders, substitute
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.runtime import set_num_threads, threads_from_env
 
 EXPERIMENT_KEYS = {
     "name", "protocol", "data", "trainer", "monitor", "mode", "early_stopping", "models", "seeds",
-    "tune", "num_threads", "baselines", "summary_metrics", "smoke", "description",
+    "tune", "num_threads", "baselines", "summary_metrics", "smoke", "description", "pretrain",
 }
 MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "data", "callbacks"}
 log = logging.getLogger("crossrec_lit.experiment")
@@ -81,6 +81,7 @@ class Experiment:
     num_threads: int | None = None
     baselines: list[str] = field(default_factory=list)
     summary_metrics: list[str] = field(default_factory=lambda: ["ndcg@10", "recall@10"])
+    pretrain: dict[str, ModelSpec] = field(default_factory=dict)
 
 
 def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experiment:
@@ -98,15 +99,11 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
             raise CrossRecError(f"{path}: missing required key {key!r}", f"add a {key}: section (see configs/ for examples)")
     if not isinstance(raw["models"], list) or not raw["models"]:
         raise CrossRecError(f"{path}: models must be a non-empty list", "list at least one model with name and class_path")
-    specs = []
-    for i, m in enumerate(raw["models"]):
-        if not isinstance(m, dict) or "class_path" not in m:
-            raise CrossRecError(f"{path}: model #{i + 1} has no class_path", "give every model a class_path and a name")
-        bad = sorted(set(m) - MODEL_KEYS)
-        if bad:
-            raise CrossRecError(f"{path}: model {m.get('name', i + 1)!r} has unknown key(s) {bad}", f"use only {sorted(MODEL_KEYS)}")
-        import_class(m["class_path"])  # fail now, not after an hour of training
-        specs.append(ModelSpec(**{"name": m.get("name", m["class_path"].rsplit(".", 1)[-1]), **{k: v for k, v in m.items() if k != "name"}}))
+    specs = [_model_spec(m, f"{path}: model #{i + 1}") for i, m in enumerate(raw["models"])]
+    pretrain = raw.get("pretrain") or {}
+    if not isinstance(pretrain, dict):
+        raise CrossRecError(f"{path}: pretrain must map names to model specs", "write pretrain: {source_mf: {class_path: ..., ...}}")
+    raw["pretrain"] = {name: _model_spec({"name": name, **m}, f"{path}: pretrain {name!r}") for name, m in pretrain.items()}
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise CrossRecError(f"{path}: duplicate model names {names}", "give each model a unique name")
@@ -117,10 +114,23 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
         raise CrossRecError(f"{path}: mode must be max or min, got {exp.mode!r}", "use max for ranking metrics, min for errors")
     if exp.tune not in ("first_seed", "each_seed"):
         raise CrossRecError(f"{path}: tune must be first_seed or each_seed, got {exp.tune!r}", "pick one of the two")
+    clash = sorted(set(exp.pretrain) & set(names))
+    if clash:
+        raise CrossRecError(f"{path}: names {clash} are used by both pretrain and models", "give pretrain entries their own names")
     missing = [b for b in exp.baselines if b not in names]
     if missing:
         raise CrossRecError(f"{path}: baselines {missing} are not among the models {names}", "name baselines exactly as in models")
     return exp
+
+
+def _model_spec(m, where: str) -> ModelSpec:
+    if not isinstance(m, dict) or "class_path" not in m:
+        raise CrossRecError(f"{where} has no class_path", "give every model a class_path and a name")
+    bad = sorted(set(m) - MODEL_KEYS)
+    if bad:
+        raise CrossRecError(f"{where} ({m.get('name')!r}) has unknown key(s) {bad}", f"use only {sorted(MODEL_KEYS)}")
+    import_class(m["class_path"])  # fail now, not after an hour of training
+    return ModelSpec(**{"name": m.get("name", m["class_path"].rsplit(".", 1)[-1]), **{k: v for k, v in m.items() if k != "name"}})
 
 
 def _apply_smoke(raw: dict) -> dict:
@@ -128,6 +138,8 @@ def _apply_smoke(raw: dict) -> dict:
     out = deep_merge(raw, {k: v for k, v in smoke.items() if k != "models"})
     overrides = smoke.get("models") or {}
     out["models"] = [deep_merge(m, overrides.get(m.get("name"), {})) for m in raw.get("models", [])]
+    if raw.get("pretrain"):
+        out["pretrain"] = {n: deep_merge(m, overrides.get(n, {})) for n, m in raw["pretrain"].items()}
     return out
 
 
@@ -142,6 +154,7 @@ class Runner:
         self.progress = progress
         self._datamodules: dict[str, object] = {}
         self._chosen: dict[str, dict] = {}
+        self._best: dict[tuple[str, int], dict] = {}  # (model or pretrain name, seed) -> chosen trial
         self._code_version = code_version()
 
     # .................................................................. data
@@ -155,15 +168,51 @@ class Runner:
             self._datamodules[key] = dm
         return self._datamodules[key]
 
+    # .................................................................. references between runs
+    def resolve(self, value, seed: int):
+        """Fill ``${seed}``, ``${pretrained:NAME}`` (the checkpoint of pretrain NAME for this seed,
+        trained on first use and cached) and ``${baseline:NAME}`` (the validation score of model
+        NAME's chosen run for this seed; NAME must come earlier in ``models``)."""
+        variables = {"seed": seed}
+        for name in placeholders(value):
+            kind, _, ref = name.partition(":")
+            if kind == "pretrained":
+                if ref not in self.exp.pretrain:
+                    raise CrossRecError(f"${{pretrained:{ref}}} names no pretrain entry", f"define it under pretrain: (have {sorted(self.exp.pretrain)})")
+                variables[name] = str((self.out / self.choose(self.exp.pretrain[ref], seed, tune=self._tune_now(seed))["checkpoint"]).resolve())
+            elif kind == "baseline":
+                if (ref, seed) not in self._best:
+                    raise CrossRecError(f"${{baseline:{ref}}} is used before model {ref!r} ran for seed {seed}", f"list {ref!r} before the models that refer to it")
+                variables[name] = self._best[(ref, seed)]["best_score"]
+        return substitute(value, variables)
+
+    def _tune_now(self, seed: int) -> bool:
+        return self.exp.tune == "each_seed" or seed == self._first_seed
+
+    def choose(self, spec: ModelSpec, seed: int, *, tune: bool) -> dict:
+        """Train the grid (or the choice made on the first seed) and keep the best by validation."""
+        if (spec.name, seed) in self._best:
+            return self._best[(spec.name, seed)]
+        if not tune and spec.name in self._chosen:
+            candidates = [self._chosen[spec.name]]
+        else:
+            candidates = spec.grid_points()
+        trials = [self.trial(spec, hp, seed) for hp in candidates]
+        best = (max if self.exp.mode == "max" else min)(trials, key=lambda r: r["best_score"])
+        self._chosen.setdefault(spec.name, best["hp"])
+        self._best[(spec.name, seed)] = best
+        return best
+
     # .................................................................. one trial
     def trial(self, spec: ModelSpec, hp: dict, seed: int) -> dict:
         dm = self.datamodule(spec, seed)
         trainer_cfg = deep_merge(self.exp.trainer, spec.trainer)
-        model_args = substitute(deep_merge(spec.init_args, hp), {"seed": seed})
+        model_args = self.resolve(deep_merge(spec.init_args, hp), seed)
+        callbacks = self.resolve(spec.callbacks, seed)
         identity = {
             "model": spec.class_path,
             "args": model_args,
-            "callbacks": spec.callbacks,
+            "callbacks": callbacks,
             "data": dm.fingerprint(),
             "seed": seed,
             "trainer": trainer_cfg,
@@ -178,7 +227,7 @@ class Runner:
 
         pl.seed_everything(seed, workers=True, verbose=False)
         model = self.build_model(spec, model_args, dm)
-        trainer = self.trainer(trainer_cfg, spec, tdir, seed, hp, key)
+        trainer = self.trainer(trainer_cfg, callbacks, spec, tdir, seed, hp, key)
         started = time.perf_counter()
         trainer.fit(model, datamodule=dm)
         fit_seconds = time.perf_counter() - started
@@ -222,7 +271,7 @@ class Runner:
         check_arguments(cls, kwargs)
         return cls(**kwargs)
 
-    def trainer(self, cfg: dict, spec: ModelSpec, tdir: Path, seed: int, hp: dict, key: str) -> pl.Trainer:
+    def trainer(self, cfg: dict, model_callbacks: list, spec: ModelSpec, tdir: Path, seed: int, hp: dict, key: str) -> pl.Trainer:
         from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
         from pytorch_lightning.loggers import CSVLogger
 
@@ -230,7 +279,7 @@ class Runner:
         max_epochs = int(cfg.get("max_epochs", 10))
         cfg["max_epochs"] = max_epochs
         cfg["check_val_every_n_epoch"] = min(int(cfg.get("check_val_every_n_epoch", 1)), max_epochs)
-        user_callbacks = [instantiate(c) for c in (cfg.pop("callbacks", None) or [])] + [instantiate(substitute(c, {"seed": seed})) for c in spec.callbacks]
+        user_callbacks = [instantiate(c) for c in (cfg.pop("callbacks", None) or [])] + [instantiate(c) for c in model_callbacks]
         callbacks = [
             ModelCheckpoint(dirpath=tdir, filename="best", monitor=self.exp.monitor, mode=self.exp.mode, save_top_k=1, enable_version_counter=False),
             *user_callbacks,
@@ -269,19 +318,13 @@ class Runner:
         exp = self.exp
         if exp.num_threads is not None or threads_from_env() is not None:
             set_num_threads(exp.num_threads if exp.num_threads is not None else threads_from_env())
+        self._first_seed = seeds[0]
         plan = [(seed, spec) for seed in seeds for spec in exp.models]
         rows, per_user_frames = [], []
         started = time.perf_counter()
         for done, (seed, spec) in enumerate(plan):
             self._say(f"[{done + 1}/{len(plan)}] {spec.name} seed={seed}", started, done, len(plan))
-            if exp.tune == "first_seed" and seed != seeds[0] and spec.name in self._chosen:
-                candidates = [self._chosen[spec.name]]
-            else:
-                candidates = spec.grid_points()
-            trials = [self.trial(spec, hp, seed) for hp in candidates]
-            pick = max if exp.mode == "max" else min
-            best = pick(trials, key=lambda r: r["best_score"])
-            self._chosen.setdefault(spec.name, best["hp"])
+            best = self.choose(spec, seed, tune=self._tune_now(seed))
             test, per_user = self.test(spec, best)
             params = json.dumps(best["hp"], sort_keys=True)
             for split, values in (("valid", best["val"]), ("test", test)):
