@@ -111,17 +111,17 @@ class LoadSourceWeights(Callback):
         wanted = [n for n in target_state if any(n == p or n.startswith(p + ".") for p in self.mapping.values())] if self.mapping else list(target_state)
         report["not_in_source"] = [n for n in wanted if n not in report["transferred"] and n not in {m[0] for m in report["shape_mismatch"]}]
         report["unused_source"] = [n for n in state if n not in used]
+        bad = [r for r in self.required if not any(t == r or t.startswith(r + ".") for t in report["transferred"])]
+        if report["shape_mismatch"] or (bad and report["transferred"]):
+            raise CrossRecError(
+                f"source weights did not fit: required {bad} not transferred; shape mismatches {report['shape_mismatch'][:3]}",
+                "train the source model with the same embedding size and on the same CrossDomainDataModule (same user/item indices)",
+            )
         if not report["transferred"]:
             raise CrossRecError(
                 f"no weight of {Path(self.checkpoint).name} matches {type(pl_module).__name__} "
                 f"(source names e.g. {list(state)[:3]}, target names e.g. {list(target_state)[:3]})",
                 "check that the checkpoint comes from the intended source model, or give a mapping of name prefixes",
-            )
-        bad = [r for r in self.required if not any(t == r or t.startswith(r + ".") for t in report["transferred"])]
-        if bad or report["shape_mismatch"]:
-            raise CrossRecError(
-                f"source weights did not fit: required {bad} not transferred; shape mismatches {report['shape_mismatch'][:3]}",
-                "train the source model with the same embedding size and on the same CrossDomainDataModule (same user/item indices)",
             )
         return report
 
