@@ -19,12 +19,20 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
-MERMAID_JS := book/_static/mermaid/mermaid.min.js
-$(MERMAID_JS): scripts/vendor_mermaid.sh
+# mermaid and MathJax are vendored from the npm registry so the built book loads nothing from a CDN
+VENDORED := book/_static/mermaid/VERSION book/_static/mathjax/VERSION
+$(VENDORED): scripts/vendor_mermaid.sh
 	bash scripts/vendor_mermaid.sh
 
+# Jupyter Book's execution cache only notices edits to a chapter's code cells; a change to the
+# package must re-execute the chapters too (the experiment runner's own cache keys on the code)
+PKG_STAMP := _build/.package-stamp
+$(PKG_STAMP): $(shell find crossrec_lit -name '*.py' 2>/dev/null) _config.yml
+	rm -rf _build/.jupyter_cache
+	@mkdir -p _build && touch $@
+
 ## make book: execute every chapter and build the HTML book into _build/html (warnings are errors)
-book: $(STAMP) $(MERMAID_JS)
+book: $(STAMP) $(VENDORED) $(PKG_STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 
 ## make test: unit tests, papermill smoke runs of every chapter, CLI and experiment smoke runs

@@ -183,3 +183,18 @@ def test_split_round_trip(tmp_path):
     assert split_counts(back).loc[("D", "test"), "interactions"] == (s.frame["split"] == "test").sum()
     with pytest.raises(CrossRecError, match="does not exist"):
         load_split(tmp_path / "nope.csv")
+
+
+def test_new_item_split_holds_out_whole_items(tiny_source):
+    from crossrec_lit.data import new_item_split
+
+    s = new_item_split(tiny_source.load(), domain="B", share=0.2, valid_share=0.1, seed=4)
+    f = s.frame
+    b = f[f["domain"] == "B"]
+    test_items, valid_items, train_items = (set(b.loc[b["split"] == p, "item"]) for p in ("test", "valid", "train"))
+    assert not test_items & train_items and not valid_items & train_items and not test_items & valid_items
+    n_items = b["item"].nunique()
+    assert abs(len(test_items) - 0.2 * n_items) <= 1 and abs(len(valid_items) - 0.1 * n_items) <= 1
+    assert (f.loc[f["domain"] == "A", "split"] == "train").all()
+    with pytest.raises(CrossRecError, match="invalid"):
+        new_item_split(tiny_source.load(), domain="B", share=0.9, valid_share=0.2)

@@ -6,7 +6,7 @@ from crossrec_lit.data.indexed import IndexedInteractions
 from crossrec_lit.data.interactions import InteractionTable, Vocab
 from crossrec_lit.data.preprocess import OverlapReport, deduplicate, implicit_threshold, k_core, overlap_report, require_overlap
 from crossrec_lit.data.sampling import EvalBatches, NegativeSampler, TrainBatches
-from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, ratio_split, save_split, split_counts
+from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, new_item_split, ratio_split, save_split, split_counts
 
 __all__ = [
     "AmazonP5",
@@ -30,6 +30,7 @@ __all__ = [
     "k_core",
     "leave_one_out",
     "load_split",
+    "new_item_split",
     "overlap_report",
     "ratio_split",
     "require_overlap",

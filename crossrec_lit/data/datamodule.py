@@ -27,7 +27,7 @@ from crossrec_lit.data.indexed import IndexedInteractions
 from crossrec_lit.data.interactions import InteractionTable
 from crossrec_lit.data.preprocess import OverlapReport, deduplicate, implicit_threshold, k_core, overlap_report, require_overlap
 from crossrec_lit.data.sampling import EvalBatches, TrainBatches
-from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, ratio_split, save_split
+from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, new_item_split, ratio_split, save_split
 from crossrec_lit.errors import CrossRecError
 
 SPLITS = ("leave_one_out", "ratio", "cold_start", "file")
@@ -41,7 +41,9 @@ class InteractionDataModule(pl.LightningDataModule):
         source: where the data comes from (:mod:`crossrec_lit.data.catalog`).
         domain: the store to use; may be omitted when the source has one domain.
         split: ``leave_one_out`` (last interaction test, second-to-last validation), ``ratio``
-            (per-user shares ``valid_ratio``/``test_ratio``) or ``file`` (read ``split_file``).
+            (per-user shares ``valid_ratio``/``test_ratio``), ``new_items`` (a ``new_item_share``
+            of the items, with all their interactions, held out for test and a
+            ``new_item_valid_share`` for validation) or ``file`` (read ``split_file``).
         split_file: where to save the split (and, with ``split="file"``, where to read it).
         dedupe: duplicate policy (see :func:`crossrec_lit.data.preprocess.deduplicate`).
         implicit_threshold: keep only ratings >= this as positives (rated data).
@@ -63,6 +65,8 @@ class InteractionDataModule(pl.LightningDataModule):
         split: str = "leave_one_out",
         valid_ratio: float = 0.1,
         test_ratio: float = 0.2,
+        new_item_share: float = 0.2,
+        new_item_valid_share: float = 0.1,
         split_file: str | None = None,
         dedupe: str = "first",
         implicit_threshold: float | None = None,
@@ -94,6 +98,7 @@ class InteractionDataModule(pl.LightningDataModule):
         self.domain_name = domain
         self.split = split
         self.valid_ratio, self.test_ratio = valid_ratio, test_ratio
+        self.new_item_share, self.new_item_valid_share = new_item_share, new_item_valid_share
         self.split_file = split_file
         self.dedupe = dedupe
         self.implicit_threshold = implicit_threshold
@@ -111,7 +116,7 @@ class InteractionDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ pipeline
     @staticmethod
     def allowed_splits() -> tuple[str, ...]:
-        return ("leave_one_out", "ratio", "file")
+        return ("leave_one_out", "ratio", "new_items", "file")
 
     @property
     def target_domain(self) -> str:
@@ -162,6 +167,8 @@ class InteractionDataModule(pl.LightningDataModule):
             return load_split(self.split_file)
         if self.split == "ratio":
             return ratio_split(table, valid=self.valid_ratio, test=self.test_ratio, seed=self.seed, domains=[self.target_domain])
+        if self.split == "new_items":
+            return new_item_split(table, domain=self.target_domain, share=self.new_item_share, valid_share=self.new_item_valid_share, seed=self.seed)
         return leave_one_out(table, domains=[self.target_domain])
 
     def _validate_split(self, table: InteractionTable) -> None:
@@ -315,9 +322,10 @@ class CrossDomainDataModule(InteractionDataModule):
     Args:
         source_domain / target_domain: the two store names in the source.
         split: ``leave_one_out`` (warm users, protocol P1: the target store is split per user,
-            the source store is all training data) or ``cold_start`` (protocol P2: a
+            the source store is all training data), ``cold_start`` (protocol P2: a
             ``cold_start_share`` of the shared users lose all their target interactions; see
-            :func:`crossrec_lit.data.split.cold_start_split`).
+            :func:`crossrec_lit.data.split.cold_start_split`) or ``new_items`` (new-item cold
+            start in the target store, see :func:`crossrec_lit.data.split.new_item_split`).
         phase: what the training loader serves: ``target``, ``source``, ``both`` (the shorter
             side cycles) or ``overlap``. :class:`crossrec_lit.transfer.PhaseSchedule` switches it
             between epochs for models that train in several phases.
@@ -367,7 +375,7 @@ class CrossDomainDataModule(InteractionDataModule):
 
     @staticmethod
     def allowed_splits() -> tuple[str, ...]:
-        return ("leave_one_out", "cold_start", "file")
+        return ("leave_one_out", "cold_start", "new_items", "file")
 
     @property
     def eval_domain(self) -> str:

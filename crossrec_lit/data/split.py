@@ -149,6 +149,42 @@ def cold_start_split(
     return InteractionTable(frame, copy=False)
 
 
+def new_item_split(
+    table: InteractionTable,
+    *,
+    domain: str,
+    share: float = 0.2,
+    valid_share: float = 0.1,
+    seed: int = 0,
+) -> InteractionTable:
+    """New-item cold start: a share of one domain's items lose ALL their interactions to test.
+
+    ``share`` of the items of ``domain`` (with every interaction they have) become test items and
+    a further ``valid_share`` become validation items; no model sees them in training. They are
+    still part of the catalogue, so evaluation ranks them among all items: a model that learned
+    only item ids has nothing to place them with, a model that reads item text does.
+    """
+    if not 0 < share < 1 or not 0 <= valid_share < 1 or share + valid_share >= 1:
+        raise CrossRecError(
+            f"new-item shares share={share}, valid_share={valid_share} are invalid",
+            "use 0 < share < 1, 0 <= valid_share and share + valid_share < 1",
+        )
+    table.require_domains([domain])
+    frame = table.frame.copy()
+    items = np.array(sorted(frame.loc[frame["domain"] == domain, "item"].unique()), dtype=object)
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_test, n_valid = int(round(share * len(items))), int(round(valid_share * len(items)))
+    if n_test == 0:
+        raise CrossRecError(f"share={share} of {len(items)} items selects no test item", "raise the share or use more data")
+    test_items, valid_items = set(items[order[:n_test]]), set(items[order[n_test : n_test + n_valid]])
+    frame["split"] = "train"
+    in_domain = (frame["domain"] == domain).to_numpy()
+    item_col = frame["item"].to_numpy()
+    frame.loc[in_domain & np.isin(item_col, list(test_items)), "split"] = "test"
+    frame.loc[in_domain & np.isin(item_col, list(valid_items)), "split"] = "valid"
+    return InteractionTable(frame, copy=False)
+
+
 def split_counts(table: InteractionTable) -> pd.DataFrame:
     """Interactions and users per domain and split part (for reports and sanity checks)."""
     if not table.has_split:
