@@ -26,6 +26,9 @@ class CrossRecCLI(LightningCLI):
         # apply_on="instantiate": the sizes are only known once the DataModule has read its data
         parser.link_arguments("data.num_users", "model.init_args.num_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
+        # cross-domain models also take the source catalogue size; jsonargparse skips this link for
+        # models and DataModules without these names
+        parser.link_arguments("data.num_source_items", "model.init_args.num_source_items", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

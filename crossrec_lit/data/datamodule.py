@@ -466,6 +466,7 @@ class CrossDomainDataModule(InteractionDataModule):
             batch_size=self.batch_size,
             num_negatives=self.num_negatives,
             positives=idx.matrix(d, "train") if self.exclude_positives else None,
+            ratings=arrays["ratings"][keep] if self.keep_ratings else None,
             seed=self.seed,
             domain_key=3,
         )

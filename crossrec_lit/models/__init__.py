@@ -1,8 +1,27 @@
-"""Recommender LightningModules."""
+"""Recommender LightningModules: baselines, single-store MF, cross-domain transfer models."""
 
 from crossrec_lit.models.base import RecommenderModule
+from crossrec_lit.models.baselines import CrossDomainCooccurrence, OverlapPopularity, Popularity, TargetOnlyMF
+from crossrec_lit.models.cmf import CMF
 from crossrec_lit.models.cross_domain import CrossDomainModule
-from crossrec_lit.models.baselines import Popularity
+from crossrec_lit.models.emcdr import EMCDR, SourceMappingModule
 from crossrec_lit.models.mf import BPRMF, MF, FactorModel
+from crossrec_lit.models.ptupcdr import PTUPCDR
+from crossrec_lit.models.shared import SharedUserMF
 
-__all__ = ["BPRMF", "MF", "CrossDomainModule", "FactorModel", "Popularity", "RecommenderModule"]
+__all__ = [
+    "BPRMF",
+    "CMF",
+    "CrossDomainCooccurrence",
+    "CrossDomainModule",
+    "EMCDR",
+    "FactorModel",
+    "MF",
+    "OverlapPopularity",
+    "PTUPCDR",
+    "Popularity",
+    "RecommenderModule",
+    "SharedUserMF",
+    "SourceMappingModule",
+    "TargetOnlyMF",
+]

@@ -134,10 +134,14 @@ class RecommenderModule(pl.LightningModule):
             sparse = [p for m in self.modules() if isinstance(m, nn.Embedding) and m.sparse for p in m.parameters() if p.requires_grad]
             ids = {id(p) for p in sparse}
             dense = [p for p in params if id(p) not in ids]
-            opts = [torch.optim.SparseAdam(sparse, lr=self.lr)] if sparse else []
             if dense:
-                opts.append(torch.optim.Adam(dense, lr=self.lr))
-            return opts
+                # SparseAdam cannot step dense tensors, and a second optimiser would need manual
+                # optimisation; sparse updates matter for huge embedding tables, i.e. MF models
+                raise CrossRecError(
+                    f"optimizer='sparse_adam' applies to embedding-only models; {type(self).__name__} has dense parameters",
+                    "use optimizer='adam' (or 'adamw') for this model",
+                )
+            return torch.optim.SparseAdam(sparse, lr=self.lr)
         if name == "adagrad":
             return torch.optim.Adagrad(params, lr=self.lr, weight_decay=self.weight_decay)
         return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)

@@ -63,8 +63,12 @@ class CrossDomainModule(RecommenderModule):
         parts = {part: getattr(self, f"{part}_loss")(batch[part]) for part in PARTS if part in batch}
         if not parts:
             raise CrossRecError(f"batch has none of the parts {list(PARTS)}", "train with a CrossDomainDataModule")
-        total = sum((self.source_weight if part == "source" else 1.0) * loss for part, loss in parts.items())
+        total = sum(self.part_weight(part) * loss for part, loss in parts.items())
         return total, parts
+
+    def part_weight(self, part: str) -> float:
+        """Weight of one part's loss in the total: lambda for the source, 1 otherwise."""
+        return self.source_weight if part == "source" else 1.0
 
     def training_step(self, batch, batch_idx):
         total, parts = self.joint_loss(batch)
