@@ -141,3 +141,11 @@ def test_recommend_by_id_excludes_seen_items(tiny_source):
     assert recs["text"].str.len().gt(0).all()
     with pytest.raises(CrossRecError, match="unknown user"):
         dm.recommend(model, ["nobody"], k=5)
+
+
+def test_split_seed_keeps_cold_start_folds_disjoint_across_run_seeds(tiny_source):
+    tested = []
+    for run_seed in range(5):
+        dm = CrossDomainDataModule(tiny_source, "A", "B", split="cold_start", cold_start_share=0.2, cold_start_fold=run_seed, n_folds=5, split_seed=0, seed=run_seed)
+        tested += dm.user_vocab.decode(dm.index.users_with("B", "test")).tolist()
+    assert len(tested) == len(set(tested)) == dm.overlap.overlap_users

@@ -52,7 +52,9 @@ class InteractionDataModule(pl.LightningDataModule):
         num_negatives: sampled negative items per positive (0 for rating models).
         exclude_positives: never sample a user's own training items as negatives.
         eval_batch_size: users per evaluation batch.
-        seed: seeds the split (where random) and the batch order and negatives.
+        seed: seeds the batch order and negatives, and the split where it is random.
+        split_seed: seeds the split instead of ``seed`` (keep it fixed while ``seed`` varies, e.g.
+            so that cold-start folds 0..4 partition the same users across runs).
         num_workers: DataLoader workers (0 is usually fastest: batches are built vectorised).
         keep_ratings: serve ``ratings`` with training batches and evaluate MAE/RMSE.
     """
@@ -76,6 +78,7 @@ class InteractionDataModule(pl.LightningDataModule):
         exclude_positives: bool = True,
         eval_batch_size: int = 1024,
         seed: int = 0,
+        split_seed: int | None = None,
         num_workers: int = 0,
         keep_ratings: bool = False,
     ):
@@ -108,6 +111,7 @@ class InteractionDataModule(pl.LightningDataModule):
         self.exclude_positives = exclude_positives
         self.eval_batch_size = int(eval_batch_size)
         self.seed = int(seed)
+        self.split_seed = int(seed if split_seed is None else split_seed)
         self.num_workers = int(num_workers)
         self.keep_ratings = keep_ratings
         self._index: IndexedInteractions | None = None
@@ -166,9 +170,9 @@ class InteractionDataModule(pl.LightningDataModule):
         if self.split == "file":
             return load_split(self.split_file)
         if self.split == "ratio":
-            return ratio_split(table, valid=self.valid_ratio, test=self.test_ratio, seed=self.seed, domains=[self.target_domain])
+            return ratio_split(table, valid=self.valid_ratio, test=self.test_ratio, seed=self.split_seed, domains=[self.target_domain])
         if self.split == "new_items":
-            return new_item_split(table, domain=self.target_domain, share=self.new_item_share, valid_share=self.new_item_valid_share, seed=self.seed)
+            return new_item_split(table, domain=self.target_domain, share=self.new_item_share, valid_share=self.new_item_valid_share, seed=self.split_seed)
         return leave_one_out(table, domains=[self.target_domain])
 
     def _validate_split(self, table: InteractionTable) -> None:
@@ -404,7 +408,7 @@ class CrossDomainDataModule(InteractionDataModule):
                 fold=self.cold_start_fold,
                 n_folds=self.n_folds,
                 valid_share=self.cold_valid_share,
-                seed=self.seed,
+                seed=self.split_seed,
             )
         else:
             table = super()._split(table)

@@ -63,7 +63,7 @@ class EmbeddingCache:
     def cache_path(self, encoder: TextEncoder) -> Path:
         """The file that holds ``encoder``'s embeddings."""
         _check_encoder(encoder)
-        return self._path(encoder.name, encoder.identity)
+        return self._path(_name(encoder), encoder.identity)
 
     def _path(self, name: str, identity: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._]+", "-", str(name)).strip("-.")[:48] or "encoder"
@@ -87,7 +87,7 @@ class EmbeddingCache:
         _check_encoder(encoder)
         texts = as_text_list(texts)
         identity, dim = encoder.identity, int(encoder.dim)
-        path = self._path(encoder.name, identity)
+        path = self._path(_name(encoder), identity)
         keys, vectors, stamp = self._load(path, identity, dim)
         index = _index(keys)
         digests = [text_key(t) for t in texts]
@@ -198,9 +198,16 @@ def _stamp(path: Path) -> tuple | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _name(encoder) -> str:
+    return str(getattr(encoder, "name", type(encoder).__name__))
+
+
 def _check_encoder(encoder) -> None:
-    if not all(hasattr(encoder, a) for a in ("identity", "dim", "encode", "name")):
-        raise CrossRecError(f"{type(encoder).__name__} is not a text encoder", "pass a TextEncoder such as SentenceTransformerEncoder() or a fitted HashingTfidfEncoder")
+    if not all(hasattr(encoder, a) for a in ("identity", "dim", "encode")):
+        raise CrossRecError(
+            f"{type(encoder).__name__} is not a text encoder",
+            "pass a TextEncoder such as SentenceTransformerEncoder() or a fitted HashingTfidfEncoder",
+        )
 
 
 # ====================================================================== item catalogues
@@ -222,13 +229,20 @@ def encode_domains(
     items without a row are counted in a logged warning.
     """
     if not isinstance(vocabs, Mapping) or not vocabs:
-        raise CrossRecError("vocabs must be a non-empty dict {domain: vocabulary}", "pass e.g. {'Beauty': dm.source_item_vocab, 'Toys': dm.target_item_vocab}")
+        raise CrossRecError(
+            "vocabs must be a non-empty dict {domain: vocabulary}", "pass e.g. {'Beauty': dm.source_item_vocab, 'Toys': dm.target_item_vocab}"
+        )
     by_domain = _texts_by_domain(text_frame)
     texts, spans = [], {}
     for domain, vocab in vocabs.items():
+        if isinstance(vocab, str):
+            raise CrossRecError(f"the vocabulary of {domain!r} is a single string {vocab!r}", "pass a Vocab or a list of item ids")
         ids = [str(i) for i in (vocab.ids if hasattr(vocab, "ids") else vocab)]
         if domain not in by_domain:
-            raise CrossRecError(f"the text frame has no rows for domain {domain!r} (it has {sorted(by_domain)})", "pass vocabularies keyed by the text frame's domain names")
+            raise CrossRecError(
+                f"the text frame has no rows for domain {domain!r} (it has {sorted(by_domain)})",
+                "pass vocabularies keyed by the text frame's domain names",
+            )
         lookup = by_domain[domain]
         found = lookup.reindex(ids)
         n_missing = int(found.isna().sum())
@@ -239,7 +253,9 @@ def encode_domains(
             )
         if n_missing:
             example = [i for i, t in zip(ids, found.isna()) if t][:3]
-            logger.warning("%d of %d %r items have no text row (e.g. %s); they get the embedding of the empty string", n_missing, len(ids), domain, example)
+            logger.warning(
+                "%d of %d %r items have no text row (e.g. %s); they get the embedding of the empty string", n_missing, len(ids), domain, example
+            )
         spans[domain] = (len(texts), len(texts) + len(ids))
         texts.extend(found.fillna("").tolist())
     if cache is not None:
@@ -251,7 +267,15 @@ def encode_domains(
     return {d: matrix[a:b] for d, (a, b) in spans.items()}
 
 
-def item_text_matrix(vocab_ids, text_frame: pd.DataFrame, domain: str, encoder: TextEncoder, cache: EmbeddingCache | None = None, *, progress: bool = False) -> np.ndarray:
+def item_text_matrix(
+    vocab_ids,
+    text_frame: pd.DataFrame,
+    domain: str,
+    encoder: TextEncoder,
+    cache: EmbeddingCache | None = None,
+    *,
+    progress: bool = False,
+) -> np.ndarray:
     """One row per item id of ``vocab_ids`` (a Vocab, or ids in index order) in ``domain``.
 
     Items with no text row, or with empty or missing text, get the encoder's embedding of the empty
@@ -273,5 +297,6 @@ def _texts_by_domain(frame: pd.DataFrame) -> dict[str, pd.Series]:
     dup = f.duplicated(["domain", "item"], keep=False)
     if dup.any():
         d, i = f.loc[dup, ["domain", "item"]].iloc[0]
-        raise CrossRecError(f"item {i!r} of domain {d!r} has {int((dup & (f['item'] == i) & (f['domain'] == d)).sum())} different texts", "keep one text row per (domain, item)")
+        n = int((dup & (f["item"] == i) & (f["domain"] == d)).sum())
+        raise CrossRecError(f"item {i!r} of domain {d!r} has {n} different texts", "keep one text row per (domain, item)")
     return {d: g.set_index("item")["text"] for d, g in f.groupby("domain", sort=True)}

@@ -95,7 +95,9 @@ def _check_batch_size(batch_size, default: int) -> int:
 def _check_output(out, n: int, dim: int, who: str) -> np.ndarray:
     out = np.ascontiguousarray(out, dtype=np.float32)
     if out.shape != (n, dim):
-        raise CrossRecError(f"{who} returned shape {out.shape} for {n} texts, expected {(n, dim)}", "make encode return one row of length dim per text")
+        raise CrossRecError(
+            f"{who} returned shape {out.shape} for {n} texts, expected {(n, dim)}", "make encode return one row of length dim per text"
+        )
     return out
 
 
@@ -131,14 +133,20 @@ class SentenceTransformerEncoder(TextEncoder):
             path = Path(model).expanduser()
             label = path.resolve().name
         else:
-            raise CrossRecError(f"model must be a folder path or None, got {model!r}", "pass the path of a local sentence-transformers model, or None for all-MiniLM-L6-v2")
+            raise CrossRecError(
+                f"model must be a folder path or None, got {model!r}",
+                "pass the path of a local sentence-transformers model, or None for all-MiniLM-L6-v2",
+            )
         if not path.is_dir():
             raise CrossRecError(
                 f"model folder {path} does not exist",
                 "pass the path of a local sentence-transformers model folder, or model=None for the bundled all-MiniLM-L6-v2 (nothing is downloaded)",
             )
         if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
-            raise CrossRecError(f"{path} has neither modules.json nor config.json, so it is not a model folder", "pass the folder that holds the model's modules.json / config.json")
+            raise CrossRecError(
+                f"{path} has neither modules.json nor config.json, so it is not a model folder",
+                "pass the folder that holds the model's modules.json / config.json",
+            )
         self.model_path = path.resolve()
         self._label = label
         self.device = _resolve_device(device)
@@ -192,7 +200,10 @@ class SentenceTransformerEncoder(TextEncoder):
             model.eval()
             got = int(model.get_embedding_dimension())
             if self._dim is not None and got != self._dim:
-                raise CrossRecError(f"model {self.model_path} produces {got}-d vectors but its config says {self._dim}", "check the folder's modules.json and module configs")
+                raise CrossRecError(
+                    f"model {self.model_path} produces {got}-d vectors but its config says {self._dim}",
+                    "check the folder's modules.json and module configs",
+                )
             self._dim, self._model = got, model
         return self._model
 
@@ -306,7 +317,10 @@ _POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_token
 def _dim_from_config(folder: Path) -> int | None:
     """Output dimension from the module configs (Transformer/Pooling/Dense/Normalize); None when unsure."""
     try:
-        modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else [{"path": "", "type": "Transformer"}, {"type": "MeanPooling"}]
+        if (folder / "modules.json").is_file():
+            modules = json.loads((folder / "modules.json").read_text())
+        else:  # a plain Hugging Face encoder: sentence-transformers adds mean pooling
+            modules = [{"path": "", "type": "Transformer"}, {"type": "MeanPooling"}]
         dim = None
         for module in modules:
             kind = module.get("type", "").rsplit(".", 1)[-1]
@@ -341,7 +355,8 @@ class HashingTfidfEncoder(TextEncoder):
     than pile up. Term frequency is ``1 + log(tf)`` (``sublinear_tf``) or raw; IDF per bucket is the
     smoothed ``log((1 + n) / (1 + df)) + 1`` over the texts given to :meth:`fit`, which must be called
     before :meth:`encode` (a CrossRecError otherwise). Rows are L2-normalised; a text with no tokens
-    (the empty string, punctuation only) gets an **all-zero row** -- cosine 0 with everything.
+    (the empty string, punctuation only), or -- rarely -- whose signed features cancel out, gets an
+    **all-zero row**: cosine 0 with everything.
 
     Args:
         dim: number of hash buckets (the output width).
@@ -350,7 +365,15 @@ class HashingTfidfEncoder(TextEncoder):
         sublinear_tf: use ``1 + log(tf)``.
     """
 
-    def __init__(self, dim: int = 512, *, analyzer: str = "word", ngram_range: tuple[int, int] | None = None, sublinear_tf: bool = True, batch_size: int = 4096):
+    def __init__(
+        self,
+        dim: int = 512,
+        *,
+        analyzer: str = "word",
+        ngram_range: tuple[int, int] | None = None,
+        sublinear_tf: bool = True,
+        batch_size: int = 4096,
+    ):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 2:
             raise CrossRecError(f"dim must be an integer >= 2, got {dim!r}", "pass e.g. dim=512")
         if analyzer not in ("word", "char_wb"):
@@ -451,7 +474,9 @@ class HashingTfidfEncoder(TextEncoder):
     # ------------------------------------------------------------------ internals
     def _require_fit(self) -> np.ndarray:
         if self.idf_ is None:
-            raise CrossRecError("HashingTfidfEncoder used before fit (its IDF is fitted on a corpus)", "call encoder.fit(texts) on the item titles first")
+            raise CrossRecError(
+                "HashingTfidfEncoder used before fit (its IDF is fitted on a corpus)", "call encoder.fit(texts) on the item titles first"
+            )
         return self.idf_
 
     def _entries(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -464,7 +489,8 @@ class HashingTfidfEncoder(TextEncoder):
                 buckets.append(b)
                 signs.append(s)
                 tfs.append(tf)
-        return (np.asarray(rows, dtype=np.int64), np.asarray(buckets, dtype=np.int64), np.asarray(signs, dtype=np.float64), np.asarray(tfs, dtype=np.float64))
+        as_int, as_float = (lambda v: np.asarray(v, dtype=np.int64)), (lambda v: np.asarray(v, dtype=np.float64))
+        return as_int(rows), as_int(buckets), as_float(signs), as_float(tfs)
 
     def _counts(self, texts: list[str]) -> sp.csr_matrix:
         """Which buckets each text touches (1 per distinct (text, bucket)), for document frequency."""
