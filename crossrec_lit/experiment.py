@@ -43,7 +43,7 @@ EXPERIMENT_KEYS = {
     "name", "protocol", "data", "trainer", "monitor", "mode", "early_stopping", "models", "seeds",
     "tune", "num_threads", "baselines", "summary_metrics", "smoke", "description", "pretrain",
 }
-MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "data", "callbacks"}
+MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "data", "callbacks", "protocol"}
 log = logging.getLogger("crossrec_lit.experiment")
 
 
@@ -58,6 +58,7 @@ class ModelSpec:
     grid: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)
+    protocol: str | None = None  # overrides the experiment's protocol (one table, several protocols)
 
     def grid_points(self) -> list[dict]:
         if not self.grid:
@@ -327,12 +328,13 @@ class Runner:
             best = self.choose(spec, seed, tune=self._tune_now(seed))
             test, per_user = self.test(spec, best)
             params = json.dumps(best["hp"], sort_keys=True)
+            protocol = spec.protocol or exp.protocol
             for split, values in (("valid", best["val"]), ("test", test)):
                 for name, value in values.items():
                     metric, _, k = name.partition("@")
-                    rows.append({"model": spec.name, "protocol": exp.protocol, "split": split, "metric": metric, "k": int(k) if k else None, "seed": seed, "value": value, "params": params})
-            rows.append({"model": spec.name, "protocol": exp.protocol, "split": "fit", "metric": "fit_seconds", "k": None, "seed": seed, "value": best["fit_seconds"], "params": params})
-            rows.append({"model": spec.name, "protocol": exp.protocol, "split": "fit", "metric": "best_epoch", "k": None, "seed": seed, "value": best["best_epoch"], "params": params})
+                    rows.append({"model": spec.name, "protocol": protocol, "split": split, "metric": metric, "k": int(k) if k else None, "seed": seed, "value": value, "params": params})
+            rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": "fit_seconds", "k": None, "seed": seed, "value": best["fit_seconds"], "params": params})
+            rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": "best_epoch", "k": None, "seed": seed, "value": best["best_epoch"], "params": params})
             per_user_frames.append(per_user.assign(model=spec.name, seed=seed))
         results = pd.DataFrame(rows)
         results["k"] = results["k"].astype("Int64")
@@ -349,7 +351,7 @@ class Runner:
         if len(per_user):
             cols = ["model", "seed", "user"] + [c for c in per_user.columns if c not in ("model", "seed", "user")]
             atomic_write(self.out / "per_user.csv.gz", lambda tmp: per_user[cols].to_csv(tmp, index=False, compression="gzip"))
-        text = summary_markdown(results, per_user, title=self.exp.name, protocol=self.exp.protocol, metrics=self.exp.summary_metrics, baselines=self.exp.baselines)
+        text = summary_markdown(results, per_user, title=self.exp.name, metrics=self.exp.summary_metrics, baselines=self.exp.baselines)
         atomic_write_text(self.out / "summary.md", text)
 
     def _say(self, message: str, started: float, done: int, total: int) -> None:

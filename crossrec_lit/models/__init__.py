@@ -3,7 +3,9 @@
 from crossrec_lit.models.base import RecommenderModule
 from crossrec_lit.models.baselines import CrossDomainCooccurrence, OverlapPopularity, Popularity, TargetOnlyMF
 from crossrec_lit.models.cmf import CMF
+from crossrec_lit.models.conet import CoNet
 from crossrec_lit.models.cross_domain import CrossDomainModule
+from crossrec_lit.models.dtcdr import DTCDR
 from crossrec_lit.models.emcdr import EMCDR, SourceMappingModule
 from crossrec_lit.models.mf import BPRMF, MF, FactorModel
 from crossrec_lit.models.ptupcdr import PTUPCDR
@@ -12,8 +14,10 @@ from crossrec_lit.models.shared import SharedUserMF
 __all__ = [
     "BPRMF",
     "CMF",
+    "CoNet",
     "CrossDomainCooccurrence",
     "CrossDomainModule",
+    "DTCDR",
     "EMCDR",
     "FactorModel",
     "MF",

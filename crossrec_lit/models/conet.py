@@ -19,16 +19,22 @@ Batches here are per store (a target batch has no source item, and ranking the t
 has none either), so each forward pass scores ONE store and feeds the other tower with the user's
 vector and a per-user context item, the same at training and at scoring time:
 
-* ``other_item="history"`` (default): the mean vector of the user's most recent ``history_len``
-  training items in the other store (a zero vector for a user with none). This is the closest
-  deterministic stand-in for the paper's pairing with an item the user actually chose there, and
-  it carries a cold-start user's source behaviour into the target tower through ``H`` beyond the
-  shared user vector. The histories are persistent buffers filled by :meth:`bind_data`, so a
-  model loaded from a checkpoint needs no DataModule to score.
-* ``other_item="zero"``: a zero vector, so the other tower sees the user alone.
+* ``other_item="zero"`` (default): a zero item vector, so the other tower reads the user alone
+  and passes its features of the user through ``H``. A target score then depends on (user,
+  target item) only, and a cold-start user is scored from the shared user vector that the
+  source store trained.
+* ``other_item="history"``: the mean vector of the user's most recent ``history_len`` training
+  items in the other store (zero for a user with none): the closest deterministic stand-in for
+  the paper's pairing with an item the user actually chose there, carrying the user's source
+  behaviour into the target tower through ``H``. The histories are persistent buffers filled by
+  :meth:`bind_data`, so a model loaded from a checkpoint needs no DataModule to score.
 
-Either way a target score depends only on (user, target item) and fixed per-user data, so pair
-scores, full ranking and training agree.
+``zero`` is the default because it was as good or better on cold-start users in almost every
+measurement (synthetic stores, 1500 users, seeds 0-2: NDCG@10 0.240/0.219/0.225 against
+0.231/0.215/0.216 with ``history`` after 10 epochs; ``history`` was ahead once, on one seed at
+15 epochs) and trains about 25% faster.
+
+Either way pair scores, full ranking and training agree.
 
 Full ranking
 ------------
@@ -69,8 +75,9 @@ class CoNet(CrossDomainModule):
         embedding_dim: size of the user and item vectors (the towers' input is 2 x this).
         hidden: widths of the hidden layers, the same for both towers (e.g. ``[64, 32]``).
         cross_l1: weight of the L1 penalty on the transfer matrices H (SCoNet); 0 = CoNet.
-        other_item: what the other store's tower is fed with the user: ``history`` (mean of the
-            user's recent training items there) or ``zero`` (see the module docstring).
+        other_item: what the other store's tower is fed with the user: ``zero`` (a zero item
+            vector) or ``history`` (the mean of the user's recent training items there); see the
+            module docstring.
         history_len: how many recent items per user and store the ``history`` context averages.
         score_chunk: the most hidden activations :meth:`full_scores` holds at once (pairs x
             2 x sum(hidden)). The default, about 4 MB of float32 per block, was measured fastest on
@@ -86,7 +93,7 @@ class CoNet(CrossDomainModule):
         embedding_dim: int = 32,
         hidden: Sequence[int] = (64, 32),
         cross_l1: float = 0.0,
-        other_item: str = "history",
+        other_item: str = "zero",
         history_len: int = 20,
         score_chunk: int = 1_000_000,
         **kwargs,
@@ -119,12 +126,15 @@ class CoNet(CrossDomainModule):
         # H^l: shared by both directions (source -> target and target -> source), as in the paper
         self.cross = nn.ModuleList(nn.Linear(widths[i], widths[i + 1], bias=False) for i in range(len(hidden)))
         self.out = nn.ModuleDict({s: nn.Linear(hidden[-1], 1) for s in STORES})
-        for s in STORES:
-            self.register_buffer(f"{s}_history", torch.full((self.num_users, int(history_len)), -1, dtype=torch.long))
+        if other_item == "history":  # only then: [num_users, history_len] per store in every checkpoint
+            for s in STORES:
+                self.register_buffer(f"{s}_history", torch.full((self.num_users, int(history_len)), -1, dtype=torch.long))
 
     # ------------------------------------------------------------------ data
     def bind_data(self, datamodule) -> None:
         super().bind_data(datamodule)
+        if self.other_item != "history":
+            return
         n = self.source_history.shape[1]
         self.source_history.copy_(self.histories(datamodule, datamodule.source_domain, n))
         self.target_history.copy_(self.histories(datamodule, datamodule.target_domain, n))
@@ -157,9 +167,10 @@ class CoNet(CrossDomainModule):
         last = len(self.hidden) - 1
         for l in range(1, len(self.hidden)):
             h = self.cross[l].weight
-            new_own = torch.relu(_linear(a_own, own_layers[l].weight, own_layers[l].bias) + _linear(a_oth, h))
+            # in place on fresh products (autograd-safe): one pass fewer over the block per layer
+            new_own = _linear(a_own, own_layers[l].weight, own_layers[l].bias).add_(_linear(a_oth, h)).relu_()
             if l < last:  # the other tower's last hidden layer feeds no logit of this store
-                a_oth = torch.relu(_linear(a_oth, oth_layers[l].weight, oth_layers[l].bias) + _linear(a_own, h))
+                a_oth = _linear(a_oth, oth_layers[l].weight, oth_layers[l].bias).add_(_linear(a_own, h)).relu_()
             a_own = new_own
         out = self.out[store]
         # a multiply-and-sum rather than a [*, h] x [h, 1] product: BLAS's matrix-vector kernels
@@ -204,8 +215,8 @@ class CoNet(CrossDomainModule):
             b1 = min(b0 + user_step, n_users)
             for i0 in range(0, n_items, item_step):
                 i1 = min(i0 + item_step, n_items)
-                a_own = torch.relu(own_user[b0:b1, None, :] + oi[None, i0:i1, :])
-                a_oth = torch.relu(oth_user[b0:b1, None, :] + tx[None, i0:i1, :])
+                a_own = torch.add(own_user[b0:b1, None, :], oi[None, i0:i1, :]).relu_()
+                a_oth = torch.add(oth_user[b0:b1, None, :], tx[None, i0:i1, :]).relu_()
                 out[b0:b1, i0:i1] = self._deep(store, a_own, a_oth)
         return out
 
