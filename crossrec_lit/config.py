@@ -126,10 +126,15 @@ def check_arguments(cls, kwargs: dict) -> None:
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` wins; nested mappings merge (lists are replaced, not concatenated)."""
+    """``override`` wins; nested mappings merge (lists are replaced, not concatenated), except
+    that an object with a different ``class_path`` replaces the old one instead of merging into
+    arguments that belong to another class."""
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("class_path", old.get("class_path")) != old.get("class_path"):
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(old, dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
