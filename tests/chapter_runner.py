@@ -1,0 +1,86 @@
+"""Running a book chapter under papermill and reading what it recorded (used by tests/test_chapter_*.py).
+
+Each chapter is a MyST Markdown notebook whose first code cell is tagged ``parameters`` and whose
+last cell calls ``crossrec_lit.reporting.record(results, record_path)``. A chapter test converts
+it to .ipynb with jupytext, runs it with a small *smoke* configuration and a ``record_path`` in
+``tmp_path``, and checks the JSON it wrote. The chapters' own cells assert what must hold whatever
+the parameters (e.g. hand computation == package); the tests check the claims the prose makes.
+
+Adding a chapter: list it in _toc.yml and add tests/test_chapter_<stem>.py with ``SMOKE`` (its
+smoke parameters) and a test calling :func:`smoke` (test_book_toc.py checks that every chapter
+has one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+SMOKE_SECONDS = 180  # generous bound for one smoke run on a busy 2-core machine
+
+
+def run_chapter(name: str, tmp_path: Path, parameters: dict) -> tuple[dict, float]:
+    """Execute book/<name>.md with ``parameters``; return its record and the wall time."""
+    jupytext = pytest.importorskip("jupytext")
+    papermill = pytest.importorskip("papermill")
+    source = BOOK / f"{name}.md"
+    assert source.exists(), f"{source} is missing"
+    notebook = jupytext.read(source)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    assert code_cells and "parameters" in code_cells[0].metadata.get("tags", []), f"the first code cell of {name}.md must be tagged 'parameters'"
+    assert "record(" in code_cells[-1].source, f"the last code cell of {name}.md must call crossrec_lit.reporting.record"
+    assert not any(c.get("outputs") for c in code_cells), f"{name}.md must carry no outputs"
+    ipynb = tmp_path / f"{name}.ipynb"
+    jupytext.write(notebook, ipynb)
+    record_path = tmp_path / f"{name}.json"
+    env_threads = os.environ.get("CROSSREC_NUM_THREADS")
+    params = {"num_threads": int(env_threads) if env_threads else 1, **parameters, "record_path": str(record_path)}
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(ipynb),
+        str(tmp_path / f"{name}.out.ipynb"),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(BOOK),
+        progress_bar=False,
+        log_output=False,
+    )
+    elapsed = time.perf_counter() - start
+    assert record_path.exists(), f"{name} did not write its record; does its last cell call record(..., record_path)?"
+    return json.loads(record_path.read_text()), elapsed
+
+
+def assert_metric(value, what: str) -> None:
+    assert isinstance(value, float) and math.isfinite(value), f"{what} = {value!r} is not a finite float"
+    assert 0.0 <= value <= 1.0, f"{what} = {value} is outside [0, 1]"
+
+
+def numbers(value, where="record"):
+    """Every number in a record, with where it is (record() already refuses NaN/inf on writing)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from numbers(item, f"{where}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield where, value
+
+
+
+def smoke(chapter: str, tmp_path: Path, parameters: dict) -> dict:
+    """Run a chapter with smoke parameters; check every recorded number is finite; return the record."""
+    rec, elapsed = run_chapter(chapter, tmp_path, parameters)
+    found = list(numbers(rec))
+    assert found, f"{chapter} recorded no numbers"
+    assert all(math.isfinite(v) for _, v in found), [w for w, v in found if not math.isfinite(v)]
+    assert elapsed < SMOKE_SECONDS, f"{chapter} smoke run took {elapsed:.0f}s"
+    return rec
