@@ -43,6 +43,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not chapter and not slow"
 
+## make regress: run every chapter with the book's parameters and compare with tests/baselines/
+regress: $(STAMP)
+	$(BIN)/python tests/regress.py check
+
+## make regress-update: rewrite the baselines (runs every chapter for 3 seeds; deliberate)
+regress-update: $(STAMP)
+	$(BIN)/python tests/regress.py update
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_throughput.py

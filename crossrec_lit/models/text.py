@@ -200,6 +200,7 @@ class TextTwoTower(CrossDomainModule):
         hashing_dim: int = 512,
         text_dim: int | None = None,
         popularity_prior: bool = False,
+        logq_correction: bool = True,
         **kwargs,
     ):
         super().__init__(num_users, num_items, num_source_items, **kwargs)
@@ -229,6 +230,7 @@ class TextTwoTower(CrossDomainModule):
         self.adaptor_kind, self.pooling_kind, self.history, self.hybrid = adaptor, pooling, history, bool(hybrid)
         self.history_len, self.temperature, self.l2_reg = int(history_len), float(temperature), float(l2_reg)
         self.loss_kind, self.normalize, self.popularity_prior = loss, bool(normalize), bool(popularity_prior)
+        self.logq_correction = bool(logq_correction)
 
         d = self.embedding_dim
         self.adaptor = _make_adaptor(adaptor, text_dim, d, int(n_experts), float(dropout))
@@ -240,7 +242,7 @@ class TextTwoTower(CrossDomainModule):
         if self.popularity_prior:
             # weight of log(1 + training count) in the logits; learned where the model trains, applied
             # with the counts of the store it ranks
-            self.pop_weight = nn.Parameter(torch.zeros(()))
+            self.pop_weight = nn.Parameter(torch.ones(()))
 
         # data-derived state (bind_data): frozen text features, histories, which items were trained
         self.register_buffer("source_text", torch.zeros(self.num_source_items, text_dim))
@@ -249,8 +251,8 @@ class TextTwoTower(CrossDomainModule):
         self.register_buffer("target_history", torch.full((self.num_users, self.history_len), -1, dtype=torch.long))
         self.register_buffer("source_item_trained", torch.zeros(self.num_source_items, dtype=torch.bool))
         self.register_buffer("target_item_trained", torch.zeros(self.num_items, dtype=torch.bool))
-        self.register_buffer("source_log_pop", torch.zeros(self.num_source_items))
-        self.register_buffer("target_log_pop", torch.zeros(self.num_items))
+        self.register_buffer("source_item_count", torch.zeros(self.num_source_items))
+        self.register_buffer("target_item_count", torch.zeros(self.num_items))
         self.register_buffer("text_bound", torch.zeros((), dtype=torch.bool))
 
     def _zero_embedding(self, n: int, dim: int) -> nn.Embedding:
@@ -282,10 +284,10 @@ class TextTwoTower(CrossDomainModule):
         self.target_history.copy_(self.histories(datamodule, tgt, self.history_len))
         idx = datamodule.index
         for store, domain in (("source", src), ("target", tgt)):
-            n = getattr(self, f"{store}_log_pop").numel()
+            n = getattr(self, f"{store}_item_count").numel()
             counts = torch.bincount(torch.from_numpy(idx.arrays(domain, "train")["items"]), minlength=n)
             getattr(self, f"{store}_item_trained").copy_(counts > 0)
-            getattr(self, f"{store}_log_pop").copy_(torch.log1p(counts.double()).float())
+            getattr(self, f"{store}_item_count").copy_(counts.float())
         self.text_bound.fill_(True)
 
     def _encode(self, text, vocabs) -> dict:
@@ -382,11 +384,11 @@ class TextTwoTower(CrossDomainModule):
         text = self.text_vectors(self.target_text)  # the item side, once per call
         items = self._finish(text, self._item_ids("target", None))
         scores = self.user_vectors(users, text) @ items.T
-        return scores + self._pop_term(self.target_log_pop) if self.popularity_prior else scores
+        return scores + self._pop_term(self.target_item_count) if self.popularity_prior else scores
 
-    def _pop_term(self, log_pop: torch.Tensor) -> torch.Tensor:
+    def _pop_term(self, counts: torch.Tensor) -> torch.Tensor:
         # on the score scale: logits are scores / temperature
-        return self.temperature * self.pop_weight * log_pop
+        return self.temperature * self.pop_weight * torch.log1p(counts)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         users = torch.as_tensor(users, dtype=torch.long, device=self.device)
@@ -399,10 +401,18 @@ class TextTwoTower(CrossDomainModule):
         v = self.item_vectors(unique_items)[item_row]
         scores = (u * v).sum(-1)
         if self.popularity_prior:
-            scores = scores + self._pop_term(self.target_log_pop[items.reshape(-1)])
+            scores = scores + self._pop_term(self.target_item_count[items.reshape(-1)])
         return scores.reshape(shape)
 
     # ------------------------------------------------------------------ training
+    def _log_q(self, counts: torch.Tensor, store: str, n_pos: int, n_neg: int) -> torch.Tensor:
+        """log of how often each candidate is expected among a batch's candidates: positives are
+        drawn by popularity, sampled negatives uniformly (the sampled-softmax correction of Yi et
+        al., RecSys 2019); without it in-batch negatives push popular items down."""
+        all_counts = self.source_item_count if store == "source" else self.target_item_count
+        expected = n_pos * counts / all_counts.sum().clamp(min=1.0) + n_neg / all_counts.numel()
+        return torch.log(expected.clamp(min=1e-12))
+
     def source_loss(self, batch: dict) -> torch.Tensor:
         return self._store_loss(batch, "source")
 
@@ -448,7 +458,8 @@ class TextTwoTower(CrossDomainModule):
         u = F.normalize(u_raw, dim=-1) if self.normalize else u_raw
         cand = F.normalize(cand_raw, dim=-1) if self.normalize else cand_raw
         b = len(users)
-        prior = self.pop_weight * (self.source_log_pop if store == "source" else self.target_log_pop)[cand_items] if self.popularity_prior else None
+        counts = (self.source_item_count if store == "source" else self.target_item_count)[cand_items]
+        prior = self.pop_weight * torch.log1p(counts) if self.popularity_prior else None
         if self.loss_kind == "bpr":
             pos_s = (u * cand[:b]).sum(-1, keepdim=True)
             neg_s = torch.einsum("bd,bkd->bk", u, cand[b:].view(b, -1, u.shape[-1]))
@@ -460,6 +471,8 @@ class TextTwoTower(CrossDomainModule):
             logits = (u @ cand.T) / self.temperature
             if prior is not None:
                 logits = logits + prior
+            if self.logq_correction:
+                logits = logits - self._log_q(counts, store, b, len(cand_items) - b)
             rows = torch.arange(b, device=logits.device)
             same = cand_items.unsqueeze(0) == pos.unsqueeze(1)
             same[rows, rows] = False  # the row's own positive is the class; its other copies are not negatives
