@@ -55,7 +55,7 @@ class ModelSpec:
     class_path: str
     init_args: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
-    grid: dict = field(default_factory=dict)
+    grid: dict | list = field(default_factory=dict)  # {arg: [values]} (all combinations) or [{arg: value}, ...]
     data: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)
     protocol: str | None = None  # overrides the experiment's protocol (one table, several protocols)
@@ -63,6 +63,10 @@ class ModelSpec:
     def grid_points(self) -> list[dict]:
         if not self.grid:
             return [{}]
+        if isinstance(self.grid, list):
+            if not all(isinstance(point, dict) for point in self.grid):
+                raise CrossRecError(f"model {self.name!r}: a grid list must hold mappings", "write grid: [{arg: value}, ...] or {arg: [values]}")
+            return [dict(point) for point in self.grid]
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
 
