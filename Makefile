@@ -9,7 +9,7 @@ export CROSSREC_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install book test test-fast regress regress-update bench lock clean
+.PHONY: install book test test-fast regress regress-update bench bench-peer lock clean
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ regress-update: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_throughput.py
+
+## make bench-peer: BPR-MF against RecBole 1.2.1 in its own venv (.venv-recbole, created on first run)
+bench-peer: $(STAMP)
+	$(BIN)/python benchmarks/peer_recbole.py
 
 ## make lock: rewrite requirements.txt from the current venv (torch stays 2.13.0, never +cpu)
 lock: $(STAMP)

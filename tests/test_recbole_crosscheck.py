@@ -19,7 +19,6 @@ cross-check's masked items are disjoint from the relevant ones.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np

@@ -109,8 +109,22 @@ class RecommenderModule(pl.LightningModule):
         loss = self.loss(single_domain_batch(batch))
         if not torch.isfinite(loss):
             raise CrossRecError(f"training loss became {loss.item()} at step {self.global_step}", "lower the learning rate or add regularisation")
-        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=_batch_size(batch))
+        self.track("train/loss", loss, _batch_size(batch))
         return loss
+
+    def track(self, name: str, value: torch.Tensor, weight: int) -> None:
+        """Accumulate a per-step training value; logged once per epoch as its weighted mean.
+
+        Why not ``self.log`` every step: Lightning's logging costs about 2.5 ms per call (it moves
+        its result containers between devices each time), a third of a BPR step at batch 4096.
+        """
+        sums = self.__dict__.setdefault("_tracked", {})
+        total, count = sums.get(name, (0.0, 0))
+        sums[name] = (total + value.detach() * weight, count + weight)
+
+    def on_train_epoch_end(self) -> None:
+        for name, (total, count) in self.__dict__.pop("_tracked", {}).items():
+            self.log(name, total / count, prog_bar=name == "train/loss", on_epoch=True, sync_dist=self.trainer.world_size > 1)
 
     def on_train_epoch_start(self) -> None:
         # batch-level datasets derive their shuffling and negatives from (seed, epoch)

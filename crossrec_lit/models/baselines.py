@@ -48,6 +48,7 @@ class Popularity(RecommenderModule):
         return None
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if self.current_epoch == 0 and self.trainer.world_size > 1:
             self.counts.copy_(self.all_gather(self.counts).sum(0))
 

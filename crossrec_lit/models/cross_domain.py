@@ -76,8 +76,8 @@ class CrossDomainModule(RecommenderModule):
             raise CrossRecError(f"training loss became {total.item()} at step {self.global_step}", "lower the learning rate or add regularisation")
         n = sum(len(batch[p]["users"]) for p in parts) if isinstance(batch, dict) and "users" not in batch else len(batch["users"])
         for part, loss in parts.items():
-            self.log(f"train/{part}_loss", loss, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/loss", total, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+            self.track(f"train/{part}_loss", loss, n)
+        self.track("train/loss", total, n)
         return total
 
     # ------------------------------------------------------------------ data
