@@ -36,7 +36,7 @@ book: $(STAMP) $(VENDORED) $(PKG_STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 
 ## make test: unit tests, papermill smoke runs of every chapter, CLI and experiment smoke runs
-test: $(STAMP)
+test: $(STAMP) $(VENDORED)
 	$(BIN)/python -m pytest
 
 ## make test-fast: the unit tests only
@@ -65,4 +65,4 @@ lock: $(STAMP)
 	mv requirements.txt.new requirements.txt
 
 clean:
-	rm -rf _build .pytest_cache .hypothesis runs
+	rm -rf _build .pytest_cache .hypothesis runs artifacts

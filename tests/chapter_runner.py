@@ -13,6 +13,7 @@ has one).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,6 +25,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 SMOKE_SECONDS = 180  # generous bound for one smoke run on a busy 2-core machine
+# Every executed chapter is also kept here (tests/site_build.py renders the smoke site from them)
+SMOKE_DIR = ROOT / "_build" / "smoke"
+
+
+def source_digest(name: str) -> str:
+    """sha256 of book/<name>.md: a kept notebook is reused only while its chapter is unchanged."""
+    return hashlib.sha256((BOOK / f"{name}.md").read_bytes()).hexdigest()
+
+
+def keep_executed(name: str, executed: Path, digest: str) -> Path:
+    """Copy an executed notebook to SMOKE_DIR/<name>.ipynb (atomically, tagged with its source's digest)."""
+    notebook = json.loads(executed.read_text())
+    notebook.setdefault("metadata", {})["crossrec_smoke"] = {"source_sha256": digest}
+    SMOKE_DIR.mkdir(parents=True, exist_ok=True)
+    target = SMOKE_DIR / f"{name}.ipynb"
+    partial = target.with_name(f".{name}.{os.getpid()}.ipynb.tmp")
+    partial.write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
+    os.replace(partial, target)
+    return target
 
 
 def run_chapter(name: str, tmp_path: Path, parameters: dict) -> tuple[dict, float]:
@@ -32,6 +52,7 @@ def run_chapter(name: str, tmp_path: Path, parameters: dict) -> tuple[dict, floa
     papermill = pytest.importorskip("papermill")
     source = BOOK / f"{name}.md"
     assert source.exists(), f"{source} is missing"
+    digest = source_digest(name)
     notebook = jupytext.read(source)
     assert notebook.metadata["kernelspec"]["name"] == "python3"
     code_cells = [c for c in notebook.cells if c.cell_type == "code"]
@@ -44,9 +65,10 @@ def run_chapter(name: str, tmp_path: Path, parameters: dict) -> tuple[dict, floa
     env_threads = os.environ.get("CROSSREC_NUM_THREADS")
     params = {"num_threads": int(env_threads) if env_threads else 1, **parameters, "record_path": str(record_path)}
     start = time.perf_counter()
+    executed = tmp_path / f"{name}.out.ipynb"
     papermill.execute_notebook(
         str(ipynb),
-        str(tmp_path / f"{name}.out.ipynb"),
+        str(executed),
         parameters=params,
         kernel_name="python3",
         cwd=str(BOOK),
@@ -54,6 +76,7 @@ def run_chapter(name: str, tmp_path: Path, parameters: dict) -> tuple[dict, floa
         log_output=False,
     )
     elapsed = time.perf_counter() - start
+    keep_executed(name, executed, digest)
     assert record_path.exists(), f"{name} did not write its record; does its last cell call record(..., record_path)?"
     return json.loads(record_path.read_text()), elapsed
 

@@ -6,8 +6,11 @@ The joint objective of the seed,
 
 is what :meth:`CrossDomainModule.training_step` computes from a batch keyed by domain: each
 model defines the loss of the parts it learns from (``source_loss``, ``target_loss``,
-``overlap_loss``) and the base weighs the source term by ``source_weight`` (lambda; the seed's
-formula has lambda = 1). Which parts a batch contains is decided by the DataModule's phase, so a
+``overlap_loss``) and the base weighs the source term by ``source_weight`` (lambda). Each part's
+loss is a batch MEAN and, in phase ``both``, the smaller store's batches repeat within an epoch,
+so ``source_weight=1`` gives the two stores equal weight; the seed's summed objective with
+lambda = 1 corresponds to ``source_weight = |O_S| / |O_T|`` (the ratio of the stores' training
+interactions). Which parts a batch contains is decided by the DataModule's phase, so a
 multi-phase model (SOURCE -> TARGET -> OVERLAP) is trained by switching phases between epochs
 (:class:`crossrec_lit.transfer.PhaseSchedule`), not by a hand-written loop.
 """
@@ -30,7 +33,9 @@ class CrossDomainModule(RecommenderModule):
         num_users: the shared user index space (both stores).
         num_items: target catalogue size (ranked in evaluation).
         num_source_items: source catalogue size.
-        source_weight: lambda, the weight of the source loss in the joint objective; a
+        source_weight: lambda, the weight of the source store's mean batch loss against the
+            target's (1 = equal weight; the seed's sum over all interactions corresponds to the
+            ratio of the stores' training sizes); a
             :class:`crossrec_lit.transfer.SourceWeightSchedule` may change it per epoch.
         **kwargs: see :class:`RecommenderModule`.
     """
