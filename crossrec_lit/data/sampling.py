@@ -191,9 +191,12 @@ class TrainBatches(IterableDataset):
             g = torch.Generator().manual_seed(derive_seed(self.seed, self.domain_key, self.epoch, b + 1))
             batch["negatives"] = self.sampler.sample(users, self.num_negatives, g)
         if world > 1:
-            # every rank drew the same global batch; each keeps a contiguous share of it
+            # every rank drew the same global batch; each keeps a contiguous share of it. DDP
+            # averages the ranks' gradients equally, so a rank's mean loss is scaled by its share
+            # of the batch: the average then equals the gradient of the global batch's mean loss
             bounds = np.linspace(0, len(idx), world + 1).astype(int)
             batch = {k: v[bounds[rank] : bounds[rank + 1]] for k, v in batch.items()}
+            batch["rank_weight"] = torch.tensor((bounds[rank + 1] - bounds[rank]) * world / len(idx), dtype=torch.float32)
         return batch
 
 

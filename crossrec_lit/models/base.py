@@ -93,6 +93,11 @@ class RecommenderModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ data binding
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.world_size > 1 and not any(p.requires_grad for p in self.parameters()):
+            raise CrossRecError(
+                f"{type(self).__name__} has nothing to train, so it cannot run under DDP (devices > 1)",
+                "fit counting baselines with devices=1; they take one pass over the data",
+            )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and stage == "fit":
             self.bind_data(datamodule)
@@ -106,7 +111,8 @@ class RecommenderModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
-        loss = self.loss(single_domain_batch(batch))
+        batch = single_domain_batch(batch)
+        loss = self.loss(batch) * batch.get("rank_weight", 1.0)
         if not torch.isfinite(loss):
             raise CrossRecError(f"training loss became {loss.item()} at step {self.global_step}", "lower the learning rate or add regularisation")
         self.track("train/loss", loss, _batch_size(batch))

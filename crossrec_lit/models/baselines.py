@@ -31,8 +31,8 @@ class Popularity(RecommenderModule):
     """Rank items by how often they occur in the training data, the same list for every user.
 
     Counting happens in ``training_step`` over the positives of the first epoch, so it trains
-    through the same DataModule, Trainer, CLI and DDP path as every other model (counts are
-    summed across ranks).
+    through the same DataModule, Trainer and CLI path as every other model (with one device:
+    there is nothing to distribute).
     """
 
     def __init__(self, num_users: int, num_items: int, **kwargs):
@@ -46,11 +46,6 @@ class Popularity(RecommenderModule):
             items = single_domain_batch(batch)["items"]
             self.counts += torch.bincount(items, minlength=self.num_items).to(self.counts)
         return None
-
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        if self.current_epoch == 0 and self.trainer.world_size > 1:
-            self.counts.copy_(self.all_gather(self.counts).sum(0))
 
     def configure_optimizers(self):
         return None

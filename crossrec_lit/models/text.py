@@ -88,6 +88,7 @@ ADAPTORS = ("mlp", "moe", "linear")
 POOLINGS = ("mean", "attention")
 HISTORIES = ("auto", "target", "source", "both")
 LOSSES = ("softmax", "bpr")
+OVERLAP_HISTORIES = ("target", "source", "both")
 MINILM_DIM = 384
 
 
@@ -195,6 +196,9 @@ class TextTwoTower(CrossDomainModule):
             Stored in the checkpoint, so loading never needs the encoder.
         popularity_prior: add ``beta * log(1 + training count)`` to the scores (see above).
         logq_correction: correct the sampled softmax for how candidates are sampled.
+        overlap_history: the history that represents a user in ``overlap`` batches: ``"target"``
+            (they train like target batches), ``"source"`` (the source history must predict the
+            target item: the cross-store task that cold-start users are ranked by) or ``"both"``.
         **kwargs: see :class:`~crossrec_lit.models.CrossDomainModule` (source_weight, lr,
             optimizer, weight_decay, ks).
     """
@@ -223,6 +227,7 @@ class TextTwoTower(CrossDomainModule):
         text_dim: int | None = None,
         popularity_prior: bool = False,
         logq_correction: bool = True,
+        overlap_history: str = "target",
         **kwargs,
     ):
         super().__init__(num_users, num_items, num_source_items, **kwargs)
@@ -230,6 +235,7 @@ class TextTwoTower(CrossDomainModule):
         _choice("pooling", pooling, POOLINGS)
         _choice("history", history, HISTORIES)
         _choice("loss", loss, LOSSES)
+        _choice("overlap_history", overlap_history, OVERLAP_HISTORIES)
         if not isinstance(encoder, (str, os.PathLike)) or not str(encoder):
             raise CrossRecError(f"encoder must be 'minilm', 'hashing' or a model folder path, got {encoder!r}", "pass encoder='minilm'")
         if int(embedding_dim) < 1 or int(history_len) < 1 or int(n_experts) < 1 or int(hashing_dim) < 2:
@@ -252,7 +258,7 @@ class TextTwoTower(CrossDomainModule):
         self.adaptor_kind, self.pooling_kind, self.history, self.hybrid = adaptor, pooling, history, bool(hybrid)
         self.history_len, self.temperature, self.l2_reg = int(history_len), float(temperature), float(l2_reg)
         self.loss_kind, self.normalize, self.popularity_prior = loss, bool(normalize), bool(popularity_prior)
-        self.logq_correction = bool(logq_correction)
+        self.logq_correction, self.overlap_history = bool(logq_correction), overlap_history
 
         d = self.embedding_dim
         self.adaptor = _make_adaptor(adaptor, text_dim, d, int(n_experts), float(dropout))
@@ -301,7 +307,7 @@ class TextTwoTower(CrossDomainModule):
         src, tgt = datamodule.source_domain, datamodule.target_domain
         matrices = self._encode(text, {src: datamodule.source_item_vocab, tgt: datamodule.target_item_vocab})
         for name, m in (("source_text", matrices[src]), ("target_text", matrices[tgt])):
-            getattr(self, name).copy_(torch.from_numpy(m))
+            getattr(self, name).copy_(torch.tensor(m))  # a copy: cached rows may be read-only
         self.source_history.copy_(self.histories(datamodule, src, self.history_len))
         self.target_history.copy_(self.histories(datamodule, tgt, self.history_len))
         idx = datamodule.index
@@ -474,17 +480,21 @@ class TextTwoTower(CrossDomainModule):
         return self._store_loss(batch, "target")
 
     def overlap_loss(self, batch: dict) -> torch.Tensor:
-        return self._store_loss(batch, "target")
+        """Target interactions of users who also shop in the source store, with the user represented
+        per ``overlap_history``: ``"target"`` (like a target batch), ``"source"`` (the source history
+        predicts target items: what a cold-start user's ranking needs) or ``"both"``."""
+        return self._store_loss(batch, "target", self.overlap_history)
 
     def _log_q(self, counts: torch.Tensor, store: str, n_pos: int, n_neg: int) -> torch.Tensor:
         """log of how often each candidate is expected among a batch's candidates: positives are
         drawn by popularity, sampled negatives uniformly (the sampled-softmax correction of Yi et
         al., RecSys 2019); without it, in-batch negatives push popular items down."""
         all_counts = self._counts(store)
-        expected = n_pos * counts / all_counts.sum().clamp(min=1.0) + n_neg / all_counts.numel()
+        n_trained = torch.count_nonzero(all_counts).clamp(min=1)
+        expected = n_pos * counts / all_counts.sum().clamp(min=1.0) + n_neg / n_trained
         return torch.log(expected.clamp(min=1e-12))
 
-    def _store_loss(self, batch: dict, store: str) -> torch.Tensor:
+    def _store_loss(self, batch: dict, store: str, history: str | None = None) -> torch.Tensor:
         self._require_bound()
         users, pos = batch["users"], batch["items"]
         neg = batch.get("negatives")
@@ -492,15 +502,29 @@ class TextTwoTower(CrossDomainModule):
             neg = None
         if self.loss_kind == "bpr" and neg is None:
             raise CrossRecError("TextTwoTower with loss='bpr' needs sampled negatives", "set num_negatives >= 1 in the DataModule, or use loss='softmax'")
-        history = self._history(store)[users]
+        other = "target" if store == "source" else "source"
+        history = history or store
+        same = self._history(store)[users] if history in (store, "both") else None
+        cross = self._history(other)[users] if history in (other, "both") else None
         b = len(users)
+        trained = self.source_item_trained if store == "source" else self.target_item_trained
+        if neg is not None and self.loss_kind == "softmax":
+            neg = neg.reshape(-1)[trained[neg.reshape(-1)]]  # see below: untrained items are no negatives
         cand_items = pos if neg is None else torch.cat([pos, neg.reshape(-1)])
-        # every item the batch touches is adapted once
-        table, local = self._adapt_unique(self._text(store), torch.cat([history.reshape(-1), cand_items]))
-        n_hist = history.numel()
-        hist_local = local[:n_hist].view_as(history).masked_fill(history == pos.unsqueeze(-1), -1)  # no peeking at the positive
-        u_raw = self._pool([table], [hist_local])
-        cand_raw = table[local[n_hist:]]
+        n_cand = len(cand_items)
+        # every item of the batch's store it touches is adapted once
+        pieces = [cand_items] if same is None else [cand_items, same.reshape(-1)]
+        table, local = self._adapt_unique(self._text(store), torch.cat(pieces))
+        cand_raw = table[local[:n_cand]]
+        tables, indices = [], []
+        if same is not None:
+            tables.append(table)
+            indices.append(local[n_cand:].view_as(same).masked_fill(same == pos.unsqueeze(-1), -1))  # no peeking at the positive
+        if cross is not None:
+            cross_table, cross_local = self._adapt_unique(self._text(other), cross)
+            tables.append(cross_table)
+            indices.append(cross_local)
+        u_raw = self._pool(tables, indices)
         if self.hybrid:
             u_raw = u_raw + self.user_id(users)
             cand_raw = cand_raw + self._item_ids(store, cand_items)
@@ -514,7 +538,11 @@ class TextTwoTower(CrossDomainModule):
             diff = (pos_s - neg_s) / self.temperature
             if prior is not None:
                 diff = diff + prior[:b].unsqueeze(-1) - prior[b:].view(b, -1)
-            loss = -F.logsigmoid(diff).mean()
+            # An item without training interactions (a new item held out by split="new_items") is
+            # never a negative: the sampler draws from the whole catalogue, but in reality the item
+            # did not exist yet, and learning to push its text down would bury it at test time.
+            weight = trained[neg].to(diff.dtype)
+            loss = -(F.logsigmoid(diff) * weight).sum() / weight.sum().clamp(min=1.0)
         else:
             # the batch's distinct candidates, each once: the row's positive is its class and every
             # other candidate a negative, so repeated items need no masking
