@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningCLI
 
 from crossrec_lit.data.datamodule import InteractionDataModule
@@ -50,11 +51,42 @@ def main(args: list[str] | None = None) -> int:
             args=None if args is None else argv,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            # raise instead of printing the usage text and exiting, so errors end as one line
+            parser_kwargs={"exit_on_error": False},
         )
     except CrossRecError as exc:
         print(f"crossrec: error: {exc}", file=sys.stderr)
         return 2
+    except (ArgumentError, ValueError, TypeError) as exc:
+        print(f"crossrec: error: {one_line(exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """jsonargparse's multi-line validation errors, reduced to the line that says what is wrong.
+
+    A CrossRecError raised by one of our constructors travels inside jsonargparse's message; its
+    text (with the fix) is what the user needs. Otherwise the most specific line (an unknown
+    option, a missing file, a YAML error) is kept with the key it concerns, and the fix points at
+    the CLI's own help.
+    """
+    lines = [line.strip().lstrip("- ").strip() for line in str(exc).splitlines() if line.strip()]
+    ours = [line for line in lines if "Fix:" in line]
+    if ours:
+        line = ours[0]
+        return line.split(": ", 1)[1] if line.startswith("Problem with given class_path") and ": " in line else line
+    noise = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+    useful = [line for line in lines if not line.startswith(noise)]
+    where = lines[0].rstrip(":") if lines and lines[0].startswith("Parser key") else ""
+    detail = next((line for line in useful if line != lines[0]), useful[0] if useful else type(exc).__name__)
+    if detail.startswith("Problem with given class_path"):
+        following = useful[useful.index(detail) + 1 :]
+        detail = f"{detail.rstrip(':')}: {following[0]}" if following else detail
+    message = f"{where}: {detail}" if where and detail != lines[0] else (lines[0] if lines else detail)
+    if message.startswith("Problems parsing config"):
+        message = f"the config is not valid YAML ({message.split(':', 1)[1].strip()})"
+    return f"{message.rstrip('.')}. Fix: check the config against `crossrec fit --help` (or `--print_config`)."
 
 
 if __name__ == "__main__":

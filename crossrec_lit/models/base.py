@@ -8,6 +8,8 @@ significance tests, a configurable optimiser, and ``recommend`` for inference.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -67,6 +69,25 @@ class RecommenderModule(pl.LightningModule):
         self.val_metrics = RankingAccumulator(self.ks, sampled_negatives=sampled_eval_negatives)
         self.test_metrics = RankingAccumulator(self.ks, keep_per_user=True, sampled_negatives=sampled_eval_negatives)
         self.test_per_user = None
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, with its two common failures turned into errors that say what to do."""
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except TypeError as exc:
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            raise CrossRecError(
+                f"checkpoint {checkpoint_path} was saved by another model ({exc}); {cls.__name__} cannot load it",
+                "load it with the class that trained it (its hyper_parameters name the arguments), or transfer weights with LoadSourceWeights",
+            ) from None
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
+            raise CrossRecError(f"checkpoint {checkpoint_path} is unreadable ({type(exc).__name__}: {exc})", "re-create it by training again") from None
+        except RuntimeError as exc:
+            if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
+                raise
+            raise CrossRecError(f"checkpoint {checkpoint_path} is unreadable (truncated or not a checkpoint)", "re-create it by training again") from None
 
     # ------------------------------------------------------------------ what subclasses define
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
