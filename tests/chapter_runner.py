@@ -25,6 +25,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 SMOKE_SECONDS = 180  # generous bound for one smoke run on a busy 2-core machine
+
+
+def is_notebook(name: str) -> bool:
+    """Whether book/<name>.md is an executable chapter (a jupytext notebook), not a prose page."""
+    head = (BOOK / f"{name}.md").read_text(encoding="utf-8")[:2000]
+    return head.startswith("---") and "kernelspec:" in head
+
+
+def toc_chapters() -> list[str]:
+    """The executable chapters of _toc.yml, in reading order (prose pages such as the glossary excluded)."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    names = [Path(c["file"]).name for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    return [n for n in names if is_notebook(n)]
 # Every executed chapter is also kept here (tests/site_build.py renders the smoke site from them)
 SMOKE_DIR = ROOT / "_build" / "smoke"
 

@@ -29,15 +29,10 @@ ROOT = HERE.parent
 BASELINES = HERE / "baselines"
 sys.path.insert(0, str(HERE))
 
-from chapter_runner import numbers, run_chapter  # noqa: E402
+from chapter_runner import numbers, run_chapter, toc_chapters  # noqa: E402
 
 SIGMAS = 3.0
 REL_FLOOR = 1e-6
-
-
-def toc_chapters() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [Path(c["file"]).name for part in toc.get("parts", []) for c in part.get("chapters", [])]
 
 
 def flat(record: dict) -> dict[str, float]:

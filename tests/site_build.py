@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from chapter_runner import BOOK, ROOT, SMOKE_DIR, run_chapter, source_digest
+from chapter_runner import BOOK, ROOT, SMOKE_DIR, is_notebook, run_chapter, source_digest
 
 VENDORED = (BOOK / "_static" / "mermaid" / "VERSION", BOOK / "_static" / "mathjax" / "VERSION")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Sphinx colours its output
@@ -117,7 +117,7 @@ def build_site(dest: Path) -> tuple[Path, dict]:
     start = time.perf_counter()
     ensure_vendored_js()
     root, chapters = toc_files()
-    names = [chapter_name(c) for c in chapters]
+    names = [n for n in (chapter_name(c) for c in chapters) if is_notebook(n)]
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)

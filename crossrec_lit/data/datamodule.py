@@ -339,7 +339,7 @@ class CrossDomainDataModule(InteractionDataModule):
         min_overlap: refuse data with fewer shared users than this (0 to allow none, e.g. for
             text-only transfer).
         source_batch_size: batch size of source batches (default: ``batch_size``).
-        Other arguments as in :class:`InteractionDataModule`.
+        **kwargs: as in :class:`InteractionDataModule`.
     """
 
     def __init__(

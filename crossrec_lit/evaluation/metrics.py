@@ -1,13 +1,13 @@
 """Top-K ranking metrics and rating errors, as batched tensor operations.
 
-Definitions (per user u with relevant set R_u, top-K list L_u, hit_r = 1 if L_u[r] in R_u):
+Definitions (per user u with relevant set R_u, top-K list L_u, hit_r = 1 if L_u[r] in R_u)::
 
-* Precision@K = |L_u ∩ R_u| / K
-* Recall@K    = |L_u ∩ R_u| / |R_u|
-* F1@K        = 2 P R / (P + R), 0 when both are 0
-* HitRate@K   = 1 if |L_u ∩ R_u| > 0
-* NDCG@K      = sum_r hit_r / log2(r + 2)  /  sum_{r < min(|R_u|, K)} 1 / log2(r + 2)
-* MRR@K       = 1 / (rank of the first hit + 1), 0 without a hit
+    Precision@K = |L_u ∩ R_u| / K
+    Recall@K    = |L_u ∩ R_u| / |R_u|
+    F1@K        = 2 P R / (P + R), 0 when both are 0
+    HitRate@K   = 1 if |L_u ∩ R_u| > 0
+    NDCG@K      = sum_r hit_r / log2(r + 2)  /  sum_{r < min(|R_u|, K)} 1 / log2(r + 2)
+    MRR@K       = 1 / (rank of the first hit + 1), 0 without a hit
 
 Users with no relevant item are left out of every average (they cannot be evaluated), and
 asking for K larger than the catalogue is an error rather than a silent clamp. Ties in scores are
@@ -304,6 +304,6 @@ def sampled_ranking(
 
 
 def rating_errors(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Absolute and squared errors per rating (aggregate as MAE = mean |e|, RMSE = sqrt(mean e^2))."""
+    """Absolute and squared errors per rating (aggregate as ``MAE = mean |e|``, ``RMSE = sqrt(mean e^2)``)."""
     err = pred.float() - target.float()
     return {"abs_error": err.abs(), "sq_error": err.square()}

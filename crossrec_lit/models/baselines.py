@@ -200,7 +200,7 @@ class CrossDomainCooccurrence(OverlapPopularity):
 
     Idea ("customers who bought source item i also bought target item j", the cross-store form of
     item-based collaborative filtering, Sarwar et al., WWW 2001; Linden et al., IEEE Internet
-    Computing 2003): over the shared users S (training interactions in both stores),
+    Computing 2003): over the shared users S (training interactions in both stores)::
 
         C[i, j]  = |{u in S : u has source item i and target item j}|
         n_i      = |{u in S : u has source item i}|

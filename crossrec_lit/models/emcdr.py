@@ -174,7 +174,7 @@ class EMCDR(SourceMappingModule):
         mapping_init: ``random`` (PyTorch's default init) or ``closed_form`` (linear only): at the
             first overlap batch, set the map to the least-squares solution over all overlap users'
             current vectors (:meth:`closed_form_linear`); gradient steps then continue from there.
-        map_all_users, l2_reg, **kwargs: see :class:`SourceMappingModule`.
+        map_all_users, l2_reg, ``**kwargs``: see :class:`SourceMappingModule`.
     """
 
     def __init__(

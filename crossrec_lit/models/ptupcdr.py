@@ -52,7 +52,7 @@ class PTUPCDR(SourceMappingModule):
             factorisation (cheaper for large ``d``).
         train_target_items: also update the target item vectors in the overlap phase
             (default False: they stay as the target MF left them, as in the reference code).
-        map_all_users, l2_reg, **kwargs: see :class:`~crossrec_lit.models.emcdr.SourceMappingModule`.
+        map_all_users, l2_reg, ``**kwargs``: see :class:`~crossrec_lit.models.emcdr.SourceMappingModule`.
     """
 
     def __init__(

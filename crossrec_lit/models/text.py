@@ -62,14 +62,27 @@ Transfer, all through Lightning:
 2. **fine-tune**: ``PhaseSchedule({0: "source", E: "target"})`` (all weights), or in a second fit
    on ``phase="target"`` with ``FreezeUnfreeze(["pooler"])`` (plus ``"user_id"``/``"item_id"``/
    ``"source_item_id"`` when hybrid) so that only the adaptor adapts, UniSRec's inductive
-   fine-tuning.
+   fine-tuning. For cold-start users, fine-tune on the cross-store task instead:
+   ``PhaseSchedule({0: "source", E: "overlap"})`` with ``overlap_history="source"`` (shared users'
+   source histories must predict their target items).
 3. **target only**: ``phase="target"``; with ``split="new_items"`` the model ranks items that have
-   no interactions at all by their text.
+   no interactions at all by their text. Items without training interactions are never used as
+   negatives (the sampler draws from the whole catalogue, which in reality did not yet hold them).
 
 ``min_overlap=0`` data (no shared user) is fine: users are then represented by their own store's
 history. What ``bind_data`` takes from the DataModule (both stores' text vectors, both histories,
-which users are warm, which items were trained) lives in persistent buffers, so a checkpoint
-scores without data or text encoder.
+which users are warm, item training counts) lives in persistent buffers, so a checkpoint scores
+without data or text encoder.
+
+Recommended settings (measured on the synthetic stores, see ``tests/test_models_text.py``):
+
+* new items: ``phase="target"``, ``popularity_prior=False``, ``hybrid=False`` (with ``hybrid``,
+  trained items get an id bonus that new items lack);
+* cold-start users: ``popularity_prior=True``, ``adaptor="moe"``, ``loss="softmax"``; zero-shot
+  from the source, or better, ``overlap_history="source"`` fine-tuning on overlap batches;
+* no shared users, warm target users: train on the target (``phase="target"`` or ``"both"``),
+  ``hybrid=True`` when the target has enough interactions; zero-shot from the source only when
+  it has none.
 """
 
 from __future__ import annotations
