@@ -265,6 +265,8 @@ class Runner:
             "epochs_run": int(trainer.current_epoch),
             "fit_seconds": fit_seconds,
             "checkpoint": str(best_path.relative_to(self.out)),
+            # what callbacks concluded, e.g. the negative-transfer guard's verdict
+            "signals": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("guard/")},
         }
         atomic_write_text(record_path, json.dumps(record, indent=2))
         return record
@@ -339,6 +341,8 @@ class Runner:
                     rows.append({"model": spec.name, "protocol": protocol, "split": split, "metric": metric, "k": int(k) if k else None, "seed": seed, "value": value, "params": params})
             rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": "fit_seconds", "k": None, "seed": seed, "value": best["fit_seconds"], "params": params})
             rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": "best_epoch", "k": None, "seed": seed, "value": best["best_epoch"], "params": params})
+            for name, value in best.get("signals", {}).items():
+                rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": name, "k": None, "seed": seed, "value": value, "params": params})
             per_user_frames.append(per_user.assign(model=spec.name, seed=seed))
         results = pd.DataFrame(rows)
         results["k"] = results["k"].astype("Int64")

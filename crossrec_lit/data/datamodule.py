@@ -289,7 +289,10 @@ class InteractionDataModule(pl.LightningDataModule):
         """Top-``k`` recommendations for users given by their original ids.
 
         Returns a frame with ``user``, ``rank`` (1 = best), ``item`` (original id), ``score``
-        and, with ``with_text``, the item's ``text`` where the source has any.
+        and, with ``with_text``, the item's ``text`` where the source has any. With
+        ``exclude_seen`` every item the user has in this store is left out, held-out validation
+        and test items included (what production wants); to look for hits on a test user's
+        held-out items, pass ``exclude_seen=False``.
         """
         idx, d = self.index, self.eval_domain
         user_ids = [str(u) for u in ([user_ids] if isinstance(user_ids, str) else user_ids)]
