@@ -149,3 +149,19 @@ def test_split_seed_keeps_cold_start_folds_disjoint_across_run_seeds(tiny_source
         dm = CrossDomainDataModule(tiny_source, "A", "B", split="cold_start", cold_start_share=0.2, cold_start_fold=run_seed, n_folds=5, split_seed=0, seed=run_seed)
         tested += dm.user_vocab.decode(dm.index.users_with("B", "test")).tolist()
     assert len(tested) == len(set(tested)) == dm.overlap.overlap_users
+
+
+def test_new_item_negatives_come_from_known_items_only(tiny_source):
+    dm = CrossDomainDataModule(tiny_source, "A", "B", split="new_items", new_item_share=0.2, batch_size=256, num_negatives=4)
+    held_out = np.flatnonzero(dm.index.item_counts("B", "train") == 0)
+    assert len(held_out) > 0
+    negatives = torch.cat([b["target"]["negatives"].reshape(-1) for b, _, _ in dm.train_dataloader()])
+    assert not np.isin(negatives.numpy(), held_out).any()
+
+
+def test_drop_shared_users_leaves_two_separate_shops(tiny_source):
+    dm = CrossDomainDataModule(tiny_source, "A", "B", drop_shared_users=True, min_overlap=0)
+    assert dm.overlap.overlap_users == 0
+    assert len(dm.overlap_users()) == 0
+    with pytest.raises(CrossRecError, match="set min_overlap=0"):
+        CrossDomainDataModule(tiny_source, "A", "B", drop_shared_users=True)

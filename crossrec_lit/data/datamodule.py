@@ -245,7 +245,16 @@ class InteractionDataModule(pl.LightningDataModule):
             ratings=arrays.get("ratings") if self.keep_ratings else None,
             seed=self.seed,
             domain_key=domain_key,
+            negative_candidates=self._negative_candidates(domain),
         )
+
+    def _negative_candidates(self, domain: str):
+        """Under new-item cold start, held-out items do not exist yet while training: negatives
+        come only from items with training interactions (otherwise every ID model would be
+        taught to rank exactly the new items last)."""
+        if self.split != "new_items" or domain != self.target_domain:
+            return None
+        return np.flatnonzero(self.index.item_counts(domain, "train") > 0)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         # on CPU there is nothing to move; skipping Lightning's recursive walk over the batch dict
@@ -341,6 +350,9 @@ class CrossDomainDataModule(InteractionDataModule):
             Users and items keep the same indices either way, so weights carry over.
         min_overlap: refuse data with fewer shared users than this (0 to allow none, e.g. for
             text-only transfer).
+        drop_shared_users: remove the source-store interactions of every user who also shops in
+            the target store, so the two stores share no customers (two separate shops; only
+            item text can carry knowledge across). Needs ``min_overlap=0``.
         source_batch_size: batch size of source batches (default: ``batch_size``).
         **kwargs: as in :class:`InteractionDataModule`.
     """
@@ -359,6 +371,7 @@ class CrossDomainDataModule(InteractionDataModule):
         phase: str = "target",
         eval_domain: str = "target",
         min_overlap: int = 1,
+        drop_shared_users: bool = False,
         source_batch_size: int | None = None,
         **kwargs,
     ):
@@ -377,6 +390,9 @@ class CrossDomainDataModule(InteractionDataModule):
         self.phase = phase
         self.eval_on = eval_domain
         self.min_overlap = int(min_overlap)
+        self.drop_shared_users = bool(drop_shared_users)
+        if self.drop_shared_users and self.min_overlap:
+            raise CrossRecError("drop_shared_users=True leaves no shared users, but min_overlap asks for some", "set min_overlap=0")
         self.source_batch_size = source_batch_size
         self._overlap: OverlapReport | None = None
 
@@ -399,6 +415,11 @@ class CrossDomainDataModule(InteractionDataModule):
         return ("train", "valid", "test")
 
     def _split(self, table: InteractionTable) -> InteractionTable:
+        if self.drop_shared_users:
+            frame = table.frame
+            target_users = frame.loc[frame["domain"] == self.target_domain, "user"].unique()
+            shared_in_source = (frame["domain"] == self.source_domain) & frame["user"].isin(target_users)
+            table = InteractionTable(frame[~shared_in_source].reset_index(drop=True), copy=False)
         self._overlap = overlap_report(table, self.source_domain, self.target_domain)
         if self.min_overlap:
             require_overlap(self._overlap, minimum=self.min_overlap, needed_by="this cross-domain DataModule")

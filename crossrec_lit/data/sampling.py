@@ -54,11 +54,15 @@ class NegativeSampler:
     (a user who owns every item keeps a random positive: there is no negative to give).
     """
 
-    def __init__(self, num_items: int, positives: sp.csr_matrix | None = None, max_rounds: int = 10):
+    def __init__(self, num_items: int, positives: sp.csr_matrix | None = None, max_rounds: int = 10, candidates: np.ndarray | None = None):
         if num_items < 2:
             raise CrossRecError(f"negative sampling needs at least 2 items, got {num_items}", "use a larger catalogue")
         self.num_items = num_items
         self.max_rounds = max_rounds
+        # items negatives may be drawn from (default: all); e.g. only items known in training
+        self.candidates = None if candidates is None else torch.as_tensor(np.asarray(candidates, dtype=np.int64))
+        if self.candidates is not None and len(self.candidates) < 2:
+            raise CrossRecError(f"negative sampling needs at least 2 candidate items, got {len(self.candidates)}", "use a larger catalogue")
         self._keys = None
         self._bits = None
         if positives is not None:
@@ -68,8 +72,13 @@ class NegativeSampler:
             if positives.shape[0] * num_items <= BITMAP_MAX_BITS:
                 self._bits = torch.from_numpy(_bitmap(keys, positives.shape[0] * num_items))
 
+    def _draw(self, shape, generator: torch.Generator) -> torch.Tensor:
+        if self.candidates is None:
+            return torch.randint(self.num_items, shape, generator=generator)
+        return self.candidates[torch.randint(len(self.candidates), shape, generator=generator)]
+
     def sample(self, users: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-        neg = torch.randint(self.num_items, (len(users), k), generator=generator)
+        neg = self._draw((len(users), k), generator)
         if self._keys is None or len(self._keys) == 0:
             return neg
         base = users.unsqueeze(1) * self.num_items
@@ -78,12 +87,13 @@ class NegativeSampler:
             n_hit = int(hit.sum())
             if n_hit == 0:
                 return neg
-            neg[hit] = torch.randint(self.num_items, (n_hit,), generator=generator)
+            neg[hit] = self._draw((n_hit,), generator)
         # the few left belong to users who own much of the catalogue: draw from their complement
         for row, col in self._is_positive(base + neg).nonzero().tolist():
             user = int(users[row])
             owned = self._keys[torch.searchsorted(self._keys, user * self.num_items) : torch.searchsorted(self._keys, (user + 1) * self.num_items)]
-            allowed = torch.from_numpy(np.setdiff1d(np.arange(self.num_items), (owned - user * self.num_items).numpy()))
+            pool = np.arange(self.num_items) if self.candidates is None else self.candidates.numpy()
+            allowed = torch.from_numpy(np.setdiff1d(pool, (owned - user * self.num_items).numpy()))
             if len(allowed):
                 neg[row, col] = allowed[torch.randint(len(allowed), (1,), generator=generator)]
         return neg
@@ -135,6 +145,7 @@ class TrainBatches(IterableDataset):
         shuffle: bool = True,
         drop_last: bool = False,
         domain_key: int = 0,
+        negative_candidates: np.ndarray | None = None,
     ):
         super().__init__()
         if len(users) != len(items):
@@ -150,7 +161,7 @@ class TrainBatches(IterableDataset):
         self.ratings = None if ratings is None else torch.as_tensor(np.asarray(ratings), dtype=torch.float32)
         self.batch_size = int(batch_size)
         self.num_negatives = int(num_negatives)
-        self.sampler = NegativeSampler(num_items, positives) if num_negatives > 0 else None
+        self.sampler = NegativeSampler(num_items, positives, candidates=negative_candidates) if num_negatives > 0 else None
         self.seed = int(seed)
         self.shuffle = shuffle
         self.drop_last = drop_last

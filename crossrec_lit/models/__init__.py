@@ -1,7 +1,7 @@
 """Recommender LightningModules: baselines, single-store MF, cross-domain transfer models."""
 
 from crossrec_lit.models.base import RecommenderModule
-from crossrec_lit.models.baselines import CrossDomainCooccurrence, OverlapPopularity, Popularity, TargetOnlyMF
+from crossrec_lit.models.baselines import CrossDomainCooccurrence, OverlapPopularity, Popularity, RandomScores, TargetOnlyMF
 from crossrec_lit.models.cmf import CMF
 from crossrec_lit.models.conet import CoNet
 from crossrec_lit.models.cross_domain import CrossDomainModule
@@ -10,6 +10,7 @@ from crossrec_lit.models.emcdr import EMCDR, SourceMappingModule
 from crossrec_lit.models.mf import BPRMF, MF, FactorModel
 from crossrec_lit.models.ptupcdr import PTUPCDR
 from crossrec_lit.models.shared import SharedUserMF
+from crossrec_lit.models.text import TextTwoTower
 
 __all__ = [
     "BPRMF",
@@ -24,8 +25,10 @@ __all__ = [
     "OverlapPopularity",
     "PTUPCDR",
     "Popularity",
+    "RandomScores",
     "RecommenderModule",
     "SharedUserMF",
     "SourceMappingModule",
     "TargetOnlyMF",
+    "TextTwoTower",
 ]

@@ -27,6 +27,39 @@ from crossrec_lit.models.mf import BPRMF
 warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`.*")
 
 
+class RandomScores(RecommenderModule):
+    """A random ranking, the same for a user every time: the chance level every model must clear.
+
+    Scores come from a hash of (seed, user, item), so they need no storage, are reproducible and
+    have no ties in practice (a constant score would fall back on the item-index tie rule, which
+    can carry an order of its own, e.g. older catalogue ids being more popular).
+    """
+
+    def __init__(self, num_users: int, num_items: int, seed: int = 0, **kwargs):
+        super().__init__(num_users, num_items, **kwargs)
+        self.save_hyperparameters()
+        self.seed = int(seed)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        return None
+
+    def score(self, users, items):
+        users, items = torch.broadcast_tensors(torch.as_tensor(users), torch.as_tensor(items))
+        # a multiplicative hash (splitmix-style constants) mapped to [0, 1)
+        x = ((users.long() + 1) * 0x9E3779B1 + (items.long() + 1) * 0x85EBCA77 + (self.seed + 1) * 0xC2B2AE3D) & 0xFFFFFFFF
+        x = (x ^ (x >> 16)) * 0x45D9F3B & 0xFFFFFFFF
+        x = x ^ (x >> 16)
+        return x.double() / 2**32
+
+    def full_scores(self, users):
+        items = torch.arange(self.num_items, device=users.device)
+        return self.score(users.unsqueeze(1), items.unsqueeze(0))
+
+
 class Popularity(RecommenderModule):
     """Rank items by how often they occur in the training data, the same list for every user.
 

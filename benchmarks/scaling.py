@@ -1,0 +1,172 @@
+"""Scaling: one training epoch of BPR-MF and of the joint model at growing data sizes.
+
+    python benchmarks/scaling.py [--sizes 100000 1000000 10000000] [--threads 1] [--out benchmarks/out]
+
+Each (model, size) runs in its own process, so its peak memory (max RSS) is its own. Users and
+items grow with the data (10 interactions per user, 20 per item; the joint model splits the
+interactions between two stores sharing the users). The epoch goes through the package's batch
+datasets and a Lightning Trainer, with negatives that exclude each user's positives. It prints
+seconds, samples/s, peak RSS and the cost per million interactions (constant if the cost grows
+linearly), writes a CSV and a figure, and finishes with the large-catalogue check: BPR-MF with
+SparseAdam on 1M users x 1M items, where a dense optimiser would touch 2M rows every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(model: str, n: int, threads: int, optimizer: str, users: int | None, items: int | None, limit: int = 0) -> dict:
+    """Runs in the subprocess: build the data, train one epoch, report."""
+    import logging
+    import warnings
+
+    import numpy as np
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.utilities import CombinedLoader
+    from torch.utils.data import DataLoader
+
+    from crossrec_lit import set_num_threads
+    from crossrec_lit.data import TrainBatches
+    from crossrec_lit.models import BPRMF, SharedUserMF
+
+    warnings.filterwarnings("ignore")
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    n_users = users or max(n // 10, 100)
+    n_items = items or max(n // 20, 100)
+    started = time.perf_counter()
+
+    def store(size: int, seed: int):
+        r = np.random.default_rng(seed)
+        u = r.integers(0, n_users, size)
+        # Zipf-like item popularity, as in real catalogues
+        i = np.minimum((r.pareto(1.2, size) * n_items / 50).astype(np.int64), n_items - 1)
+        keys = np.unique(u * n_items + i)
+        return keys // n_items, keys % n_items
+
+    def batches(u, i, seed):
+        import scipy.sparse as sp
+
+        positives = sp.csr_matrix((np.ones(len(u), dtype=bool), (u, i)), shape=(n_users, n_items))
+        return TrainBatches(u, i, num_items=n_items, batch_size=4096, num_negatives=1, positives=positives, seed=seed)
+
+    if model == "bpr":
+        u, i = store(n, 1)
+        loader = DataLoader(batches(u, i, 0), batch_size=None)
+        net = BPRMF(n_users, n_items, embedding_dim=64, lr=1e-3, optimizer=optimizer)
+        interactions = len(u)
+    else:
+        su, si = store(n // 2, 2)
+        tu, ti = store(n - n // 2, 3)
+        loader = CombinedLoader({"source": DataLoader(batches(su, si, 0), batch_size=None), "target": DataLoader(batches(tu, ti, 1), batch_size=None)}, mode="max_size_cycle")
+        net = SharedUserMF(n_users, n_items, n_items, embedding_dim=64, lr=1e-3, optimizer=optimizer)
+        interactions = len(su) + len(tu)
+    setup_s = time.perf_counter() - started
+    del rng
+
+    class Timer(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seconds = time.perf_counter() - self.t
+
+    timer = Timer()
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], limit_val_batches=0, limit_train_batches=limit or 1.0)
+    trainer.fit(net, train_dataloaders=loader)
+    # the joint model's epoch cycles the smaller store, so it processes about 2x its larger side
+    processed = interactions if model == "bpr" else 2 * max(len(su), len(tu))
+    if limit:
+        processed = min(processed, limit * 4096 * (1 if model == "bpr" else 2))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    return {"model": model, "optimizer": optimizer, "interactions": interactions, "users": n_users, "items": n_items,
+            "setup_s": setup_s, "epoch_s": timer.seconds, "samples_per_s": processed / timer.seconds, "peak_rss_mib": peak}
+
+
+def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{model} at {n:,} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        model, n, threads, optimizer, users, items, limit = sys.argv[2:9]
+        print(json.dumps(child(model, int(n), int(threads), optimizer, int(users) or None, int(items) or None, int(limit))))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(HERE / "out"))
+    p.add_argument("--skip-large-catalogue", action="store_true")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    print(f"# one epoch per row, {args.threads} thread(s), dim 64, batch 4096, negatives exclude positives")
+    print(f"{'model/optimizer':18s} {'interactions':>13s} {'users':>10s} {'items':>10s} {'epoch s':>9s} {'samples/s':>11s} {'s per 1M':>9s} {'peak RSS MiB':>13s}")
+    # SparseAdam updates only the rows a batch touches, so a step costs O(batch); dense Adam steps
+    # every row, so with a catalogue that grows with the data its epoch grows quadratically
+    for optimizer in ("sparse_adam", "adam"):
+        for model in ("bpr", "joint"):
+            for n in args.sizes:
+                r = run(model, n, args.threads, optimizer)
+                rows.append(r)
+                per_million = r["epoch_s"] / (r["interactions"] / 1e6)
+                print(f"{model + '/' + optimizer:18s} {r['interactions']:13,d} {r['users']:10,d} {r['items']:10,d} {r['epoch_s']:9.2f} {r['samples_per_s']:11,.0f} {per_million:9.2f} {r['peak_rss_mib']:13,.0f}", flush=True)
+    for model, optimizer in (("bpr", "sparse_adam"), ("joint", "sparse_adam"), ("bpr", "adam"), ("joint", "adam")):
+        mine = [r for r in rows if r["model"] == model and r["optimizer"] == optimizer]
+        if len(mine) > 1:
+            first, last = mine[0], mine[-1]
+            growth = (last["epoch_s"] / first["epoch_s"]) / (last["interactions"] / first["interactions"])
+            print(f"{model}/{optimizer}: time grew {last['epoch_s'] / first['epoch_s']:.1f}x for {last['interactions'] / first['interactions']:.0f}x the data "
+                  f"(1.0 = linear; measured {growth:.2f})")
+
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out / "scaling.csv", index=False)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (model, optimizer), group in frame.groupby(["model", "optimizer"]):
+        axes[0].loglog(group["interactions"], group["epoch_s"], "o-", label=f"{model}, {optimizer}")
+        axes[1].loglog(group["interactions"], group["peak_rss_mib"], "o-", label=f"{model}, {optimizer}")
+    axes[0].set(xlabel="training interactions", ylabel="seconds per epoch", title="Time per epoch")
+    axes[1].set(xlabel="training interactions", ylabel="peak RSS (MiB)", title="Peak memory")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png", dpi=120)
+    print(f"wrote {out / 'scaling.csv'} and {out / 'scaling.png'}")
+
+    if not args.skip_large_catalogue:
+        print("\n# large catalogue: 1,000,000 users x 1,000,000 items, 2,000,000 interactions, BPR-MF, one epoch")
+        # dense Adam steps every row of both 1M-row tables per batch: time 20 batches, not the epoch
+        for optimizer, limit in (("sparse_adam", 0), ("adam", 20)):
+            r = run("bpr", 2_000_000, args.threads, optimizer, users=1_000_000, items=1_000_000, limit=limit)
+            print(f"{optimizer:12s} {r['samples_per_s']:11,.0f} samples/s   peak RSS {r['peak_rss_mib']:,.0f} MiB" + ("   (first 20 batches)" if limit else "   (target: > 150,000)"), flush=True)
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    main()
