@@ -154,7 +154,7 @@ class Runner:
 
     def __init__(self, exp: Experiment, out: str | os.PathLike, *, cache: bool = True, progress: bool = True):
         self.exp = exp
-        self.out = Path(out)
+        self.out = Path(out).resolve()
         self.cache = cache
         self.progress = progress
         self._datamodules: dict[str, object] = {}
