@@ -35,9 +35,11 @@ $(PKG_STAMP): $(shell find crossrec_lit -name '*.py' 2>/dev/null) _config.yml
 book: $(STAMP) $(VENDORED) $(PKG_STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 
-## make test: unit tests, papermill smoke runs of every chapter, CLI and experiment smoke runs
+## make test: unit tests, papermill smoke runs of every chapter, CLI and experiment smoke runs,
+## then the browser check of the site built from the chapters' smoke runs
 test: $(STAMP) $(VENDORED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/test_site.py
+	$(BIN)/python -m pytest tests/test_site.py
 
 ## make test-fast: the unit tests only
 test-fast: $(STAMP)
