@@ -166,12 +166,20 @@ class Runner:
     def datamodule(self, spec: ModelSpec, seed: int):
         data = deep_merge(self.exp.data, {"init_args": spec.data} if spec.data else {})
         data = substitute(data, {"seed": seed})
+        # the phase only selects what the training loader serves: models that differ only in it
+        # share one loaded and split DataModule (models run one after another)
+        phase = (data.get("init_args") or {}).pop("phase", None)
         key = json.dumps(data, sort_keys=True, default=str)
         if key not in self._datamodules:
             dm = instantiate(data)
             dm.setup("fit")
             self._datamodules[key] = dm
-        return self._datamodules[key]
+        dm = self._datamodules[key]
+        if hasattr(dm, "set_phase"):
+            dm.set_phase(phase or "target")
+        elif phase is not None:
+            raise CrossRecError(f"model {spec.name!r} sets a phase but {type(dm).__name__} has none", "use a CrossDomainDataModule for phases")
+        return dm
 
     # .................................................................. references between runs
     def resolve(self, value, seed: int):

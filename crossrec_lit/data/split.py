@@ -143,9 +143,10 @@ def cold_start_split(
     test_users, valid_users = set(shared[test_idx]), set(shared[valid_idx])
     frame["split"] = "train"
     is_target = (frame["domain"] == target).to_numpy()
-    users = frame["user"].to_numpy()
-    frame.loc[is_target & np.isin(users, list(test_users)), "split"] = "test"
-    frame.loc[is_target & np.isin(users, list(valid_users)), "split"] = "valid"
+    # pandas' hash-based isin: numpy's isin sorts object arrays (12 s here for 2 calls on Amazon)
+    users = frame["user"]
+    frame.loc[is_target & users.isin(test_users).to_numpy(), "split"] = "test"
+    frame.loc[is_target & users.isin(valid_users).to_numpy(), "split"] = "valid"
     return InteractionTable(frame, copy=False)
 
 
@@ -179,9 +180,9 @@ def new_item_split(
     test_items, valid_items = set(items[order[:n_test]]), set(items[order[n_test : n_test + n_valid]])
     frame["split"] = "train"
     in_domain = (frame["domain"] == domain).to_numpy()
-    item_col = frame["item"].to_numpy()
-    frame.loc[in_domain & np.isin(item_col, list(test_items)), "split"] = "test"
-    frame.loc[in_domain & np.isin(item_col, list(valid_items)), "split"] = "valid"
+    item_col = frame["item"]
+    frame.loc[in_domain & item_col.isin(test_items).to_numpy(), "split"] = "test"
+    frame.loc[in_domain & item_col.isin(valid_items).to_numpy(), "split"] = "valid"
     return InteractionTable(frame, copy=False)
 
 
