@@ -38,7 +38,7 @@ book: $(STAMP) $(VENDORED) $(PKG_STAMP)
 ## make test: unit tests, papermill smoke runs of every chapter, CLI and experiment smoke runs,
 ## then the browser check of the site built from the chapters' smoke runs
 test: $(STAMP) $(VENDORED)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/test_site.py
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/test_site.py -m "not book"
 	$(BIN)/python -m pytest tests/test_site.py
 
 ## make test-fast: the unit tests only
@@ -48,6 +48,7 @@ test-fast: $(STAMP)
 ## make regress: run every chapter with the book's parameters and compare with tests/baselines/
 regress: $(STAMP)
 	$(BIN)/python tests/regress.py check
+	$(BIN)/python -m pytest -m book
 
 ## make regress-update: rewrite the baselines (runs every chapter for 3 seeds; deliberate)
 regress-update: $(STAMP)

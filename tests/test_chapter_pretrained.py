@@ -4,8 +4,8 @@
 does not exist), with a fresh text-embedding cache and experiment folder under ``tmp_path``: the
 chapter then encodes the synthetic titles with MiniLM (a few hundred, a few seconds) and trains the
 smoke section of ``configs/case_study_text.yaml`` for one seed. ``test_book_settings`` runs the
-chapter as the book does, on the Amazon stores; it is only fast when the experiment's trials are
-already cached in ``runs/case_study_text`` (the acceptance run of that config).
+chapter as the book does, on the Amazon stores; it is marked ``book`` and runs in ``make regress``,
+not ``make test`` (about an hour of training unless ``runs/case_study_text`` already caches the trials).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def test_smoke(tmp_path: Path) -> None:
     assert new_items["Text (a)"]["ndcg@10"] > new_items["Random (a)"]["ndcg@10"]
 
 
-@pytest.mark.slow
+@pytest.mark.book
 @pytest.mark.real_data
 def test_book_settings(tmp_path: Path, data_root: Path) -> None:
     """The book's own run on the Amazon stores (minutes with the acceptance run's trials cached,
