@@ -75,7 +75,9 @@ def update(chapters: list[str], seeds: list[int]) -> int:
         runs = {}
         with tempfile.TemporaryDirectory() as tmp:
             for seed in seeds:
-                rec, _ = run_chapter(chapter, Path(tmp) / f"s{seed}", {"seed": seed})
+                out = Path(tmp) / f"s{seed}"
+                out.mkdir()
+                rec, _ = run_chapter(chapter, out, {"seed": seed})
                 runs[seed] = flat(rec)
         book_seed = seeds[0]
         metrics = {}

@@ -26,7 +26,7 @@ def fake_chapter(monkeypatch, tmp_path):
     state = {"ndcg": values}
 
     def run_chapter(name, out, parameters):
-        out.mkdir(parents=True, exist_ok=True)
+        assert out.is_dir(), "run_chapter writes into an existing folder, as pytest's tmp_path"
         fake_notebook(out / f"{name}.out.ipynb")
         seed = parameters["seed"]
         return {"ndcg": state["ndcg"][seed], "count": 3, "fit_seconds": 10.0 + seed, "cost": {"wall_min": 1.0 + seed}}, 0.0
