@@ -1,6 +1,6 @@
 """Scaling: one training epoch of BPR-MF and of the joint model at growing data sizes.
 
-    python benchmarks/scaling.py [--sizes 100000 1000000 10000000] [--threads 1] [--out benchmarks/out]
+    python benchmarks/scaling.py [--sizes 100000 1000000 10000000] [--dense-max 1000000] [--threads 1] [--out benchmarks/out]
 
 Each (model, size) runs in its own process, so its peak memory (max RSS) is its own. Users and
 items grow with the data (10 interactions per user, 20 per item; the joint model splits the
@@ -110,6 +110,8 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    p.add_argument("--dense-max", type=int, default=1_000_000,
+                   help="largest size run with dense Adam (its epoch grows quadratically: 10M takes tens of minutes)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "out"))
     p.add_argument("--skip-large-catalogue", action="store_true")
@@ -125,6 +127,8 @@ def main() -> None:
     for optimizer in ("sparse_adam", "adam"):
         for model in ("bpr", "joint"):
             for n in args.sizes:
+                if optimizer == "adam" and n > args.dense_max:
+                    continue
                 r = run(model, n, args.threads, optimizer)
                 rows.append(r)
                 per_million = r["epoch_s"] / (r["interactions"] / 1e6)
