@@ -247,7 +247,10 @@ class RecommenderModule(pl.LightningModule):
             raise CrossRecError(f"user index out of range 0..{self.num_users - 1}", "map user ids with the DataModule's user_vocab")
         was_training = self.training
         self.eval()
-        scores = self.full_scores(users).float().clone()  # may be an expanded view (Popularity)
+        scores = self.full_scores(users)
+        # a copy (it may be an expanded view, as Popularity's is), in the model's own float precision:
+        # casting float64 scores down would erase the tie-breaks the evaluation ranked by
+        scores = scores.clone() if scores.is_floating_point() else scores.float()
         if exclude is not None and exclude.numel():
             scores[exclude[0], exclude[1]] = float("-inf")
         top = topk_indices(scores, k)
