@@ -18,7 +18,7 @@ from pathlib import Path
 
 from crossrec_lit.errors import CrossRecError
 
-__all__ = ["data_banner", "record", "to_jsonable"]
+__all__ = ["data_banner", "glue_number", "glue_text", "in_words", "quiet_notebook", "record", "to_jsonable"]
 
 
 def record(results: Mapping, path: str | os.PathLike | None) -> dict:
@@ -110,3 +110,39 @@ def data_banner(source_description: str) -> str:
     if not text:
         raise CrossRecError("data_banner needs a description of the data", "pass e.g. 'synthetic stores, Synthetic(n_users=2000, seed=0)'")
     return f"Data: {text}. Every number on this page is computed from this data when the page is built."
+
+
+def glue_number(name: str, value) -> None:
+    """Make a number available to a chapter's prose as ``{glue:text}`name:.3f```: glued as a plain
+    ``float`` (numpy and torch scalars included), so any format spec applies. Not displayed."""
+    from myst_nb import glue  # imported here: the package must not need the book's stack
+
+    glue(name, float(_unwrap_scalar(value, name)), display=False)
+
+
+def glue_text(name: str, text) -> None:
+    """Make a string available to a chapter's prose as ``{glue:text}`name```. Not displayed."""
+    from myst_nb import glue
+
+    glue(name, str(text), display=False)
+
+
+def in_words(names) -> str:
+    """``['a', 'b', 'c']`` -> ``'a, b and c'`` (lists of models in prose); ``'none'`` when empty."""
+    names = [str(n) for n in names]
+    if not names:
+        return "none"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def quiet_notebook() -> None:
+    """What every chapter calls first: silence the warnings nobody can act on
+    (:data:`crossrec_lit.runtime.KNOWN_NOISE`, and tqdm's notice that ipywidgets is missing) and
+    Lightning's INFO banners, so a page shows the chapter's output and real warnings only."""
+    import warnings
+
+    from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs
+
+    warnings.filterwarnings("ignore", message=r"IProgress not found")
+    filter_known_warnings()
+    quiet_lightning_logs()
