@@ -8,6 +8,9 @@ STAMP := $(VENV)/.crossrec-installed
 export CROSSREC_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
+# the experiment runner trains independent trials in this many processes (one thread each) when
+# building or checking the book; the smoke tests keep one (pytest already runs two files at once)
+BOOK_WORKERS ?= 2
 
 .PHONY: install book test test-fast regress regress-update bench bench-peer lock clean
 
@@ -33,7 +36,7 @@ $(PKG_STAMP): $(shell find crossrec_lit -name '*.py' 2>/dev/null) _config.yml
 
 ## make book: execute every chapter and build the HTML book into _build/html (warnings are errors)
 book: $(STAMP) $(VENDORED) $(PKG_STAMP)
-	$(BIN)/jupyter-book build . -W --keep-going
+	CROSSREC_WORKERS=$(BOOK_WORKERS) $(BIN)/jupyter-book build . -W --keep-going
 
 ## make test: unit tests, papermill smoke runs of every chapter, CLI and experiment smoke runs,
 ## then the browser check of the site built from the chapters' smoke runs
@@ -47,12 +50,12 @@ test-fast: $(STAMP)
 
 ## make regress: run every chapter with the book's parameters and compare with tests/baselines/
 regress: $(STAMP)
-	$(BIN)/python tests/regress.py check
-	$(BIN)/python -m pytest -m book
+	CROSSREC_WORKERS=$(BOOK_WORKERS) $(BIN)/python tests/regress.py check
+	CROSSREC_WORKERS=$(BOOK_WORKERS) $(BIN)/python -m pytest -m book
 
 ## make regress-update: rewrite the baselines (runs every chapter for 3 seeds; deliberate)
 regress-update: $(STAMP)
-	$(BIN)/python tests/regress.py update
+	CROSSREC_WORKERS=$(BOOK_WORKERS) $(BIN)/python tests/regress.py update
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py

@@ -13,7 +13,13 @@ then evaluated on the test split, which nothing else ever looks at. With ``tune:
 (the default) the grid is searched on the first seed only and its winner reused for the others.
 
 Trials are cached under ``<out>/trials`` by a key of (model config, data fingerprint, seed,
-trainer settings, code version): re-running an unchanged experiment reuses every result.
+trainer settings, code version): re-running an unchanged experiment reuses every result. Each row of
+``results.csv`` names the trial folder it came from (``trial``); :func:`chosen_trial` and
+:func:`load_trained` read the record and the kept model back.
+
+With ``workers > 1`` (``--workers``, or ``CROSSREC_WORKERS``) the trials that do not depend on one
+another train in that many worker processes (see :mod:`crossrec_lit.trial_pool`); the results are
+the same as with one process, because every trial seeds itself and the data splits are seeded.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ import torch
 from crossrec_lit.atomic import atomic_write, atomic_write_text
 from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, placeholders, substitute
 from crossrec_lit.errors import CrossRecError
-from crossrec_lit.runtime import set_num_threads, threads_from_env
+from crossrec_lit.runtime import filter_known_warnings, set_num_threads, threads_from_env
+from crossrec_lit.training import quiet_trainer
 
 EXPERIMENT_KEYS = {
     "name", "protocol", "data", "trainer", "monitor", "mode", "early_stopping", "models", "seeds",
@@ -160,7 +167,16 @@ class Runner:
         self._datamodules: dict[str, object] = {}
         self._chosen: dict[str, dict] = {}
         self._best: dict[tuple[str, int], dict] = {}  # (model or pretrain name, seed) -> chosen trial
+        self._fresh: set[str] = set()  # keys of trials trained in this run (reused even when cache=False)
         self._code_version = code_version()
+        self._first_seed: int | None = None
+
+    def spec(self, name: str) -> ModelSpec:
+        """The model (or pretrain entry) called ``name``."""
+        for spec in (*self.exp.models, *self.exp.pretrain.values()):
+            if spec.name == name:
+                return spec
+        raise CrossRecError(f"no model or pretrain entry named {name!r}", f"use one of {[m.name for m in self.exp.models]}")
 
     # .................................................................. data
     def datamodule(self, spec: ModelSpec, seed: int):
@@ -211,10 +227,24 @@ class Runner:
         else:
             candidates = spec.grid_points()
         trials = [self.trial(spec, hp, seed) for hp in candidates]
-        best = (max if self.exp.mode == "max" else min)(trials, key=lambda r: r["best_score"])
+        best = self.pick_best(trials)
         self._chosen.setdefault(spec.name, best["hp"])
         self._best[(spec.name, seed)] = best
         return best
+
+    def pick_best(self, trials: list[dict]) -> dict:
+        """The trial with the best validation score; the first of equals, in grid order."""
+        return (max if self.exp.mode == "max" else min)(trials, key=lambda r: r["best_score"])
+
+    def candidates(self, spec: ModelSpec, seed: int) -> list[dict] | None:
+        """The grid points ``choose`` trains for (spec, seed), or None while they depend on the
+        first seed's choice (grid models with ``tune: first_seed``, before that seed ran)."""
+        if self._tune_now(seed):
+            return spec.grid_points()
+        if spec.name in self._chosen:
+            return [self._chosen[spec.name]]
+        points = spec.grid_points()
+        return points if len(points) == 1 else None
 
     # .................................................................. one trial
     def trial(self, spec: ModelSpec, hp: dict, seed: int) -> dict:
@@ -235,8 +265,10 @@ class Runner:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         tdir = self.out / "trials" / _slug(spec.name) / key
         record_path = tdir / "trial.json"
-        if self.cache and record_path.exists() and (tdir / "best.ckpt").exists():
+        if (self.cache or key in self._fresh) and record_path.exists() and (tdir / "best.ckpt").exists():
             return json.loads(record_path.read_text())
+        for stale in ("test.json", "test_per_user.csv.gz"):  # tested weights that are about to be replaced
+            (tdir / stale).unlink(missing_ok=True)
 
         pl.seed_everything(seed, workers=True, verbose=False)
         model = self.build_model(spec, model_args, dm)
@@ -265,6 +297,7 @@ class Runner:
         record = {
             "key": key,
             "model": spec.name,
+            "class_path": spec.class_path,
             "hp": hp,
             "seed": seed,
             "val": {k.split("/", 1)[1]: float(v) for k, v in val.items() if k.startswith("val/")},
@@ -277,6 +310,7 @@ class Runner:
             "signals": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("guard/")},
         }
         atomic_write_text(record_path, json.dumps(record, indent=2))
+        self._fresh.add(key)
         return record
 
     def build_model(self, spec: ModelSpec, args: dict, dm):
@@ -314,13 +348,12 @@ class Runner:
         """Test the chosen trial once (cached beside its checkpoint)."""
         tdir = self.out / Path(record["checkpoint"]).parent
         test_json, per_user_csv = tdir / "test.json", tdir / "test_per_user.csv.gz"
-        if self.cache and test_json.exists() and per_user_csv.exists():
+        if (self.cache or record["key"] in self._fresh) and test_json.exists() and per_user_csv.exists():
             return json.loads(test_json.read_text()), pd.read_csv(per_user_csv, dtype={"user": str})
         dm = self.datamodule(spec, record["seed"])
         cls = import_class(spec.class_path)
         model = cls.load_from_checkpoint(self.out / record["checkpoint"], map_location="cpu", weights_only=False)
-        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
-        metrics = trainer.test(model, datamodule=dm, verbose=False)[0]
+        metrics = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]
         metrics = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}
         per_user = model.test_per_user.copy() if model.test_per_user is not None else pd.DataFrame(columns=["user"])
         per_user["user"] = dm.user_vocab.decode(per_user["user"].to_numpy(dtype="int64")) if len(per_user) else per_user["user"]
@@ -329,30 +362,36 @@ class Runner:
         return metrics, per_user
 
     # .................................................................. the whole experiment
-    def run(self, seeds: list[int]) -> pd.DataFrame:
+    def num_threads(self) -> int | None:
+        """Torch threads per process: the config's ``num_threads``, else ``CROSSREC_NUM_THREADS``."""
+        return self.exp.num_threads if self.exp.num_threads is not None else threads_from_env()
+
+    def run(self, seeds: list[int], workers: int = 1) -> pd.DataFrame:
         exp = self.exp
-        if exp.num_threads is not None or threads_from_env() is not None:
-            set_num_threads(exp.num_threads if exp.num_threads is not None else threads_from_env())
+        set_num_threads(self.num_threads())
         self._first_seed = seeds[0]
         plan = [(seed, spec) for seed in seeds for spec in exp.models]
         rows, per_user_frames = [], []
         started = time.perf_counter()
+        if workers > 1:
+            from crossrec_lit.trial_pool import train_in_workers
+
+            # trains (and tests) every trial that needs no other's result; the loop below then finds
+            # them cached and does only what depends on them
+            self._fresh |= train_in_workers(self, seeds, workers)
         for done, (seed, spec) in enumerate(plan):
             self._say(f"[{done + 1}/{len(plan)}] {spec.name} seed={seed}", started, done, len(plan))
             best = self.choose(spec, seed, tune=self._tune_now(seed))
             test, per_user = self.test(spec, best)
-            params = json.dumps(best["hp"], sort_keys=True)
-            protocol = spec.protocol or exp.protocol
+            common = {"model": spec.name, "protocol": spec.protocol or exp.protocol, "seed": seed, "params": json.dumps(best["hp"], sort_keys=True), "trial": Path(best["checkpoint"]).parent.as_posix()}
             for split, values in (("valid", best["val"]), ("test", test)):
                 for name, value in values.items():
                     metric, _, k = name.partition("@")
-                    rows.append({"model": spec.name, "protocol": protocol, "split": split, "metric": metric, "k": int(k) if k else None, "seed": seed, "value": value, "params": params})
-            rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": "fit_seconds", "k": None, "seed": seed, "value": best["fit_seconds"], "params": params})
-            rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": "best_epoch", "k": None, "seed": seed, "value": best["best_epoch"], "params": params})
-            for name, value in best.get("signals", {}).items():
-                rows.append({"model": spec.name, "protocol": protocol, "split": "fit", "metric": name, "k": None, "seed": seed, "value": value, "params": params})
+                    rows.append({**common, "split": split, "metric": metric, "k": int(k) if k else None, "value": value})
+            fit = {"fit_seconds": best["fit_seconds"], "best_epoch": best["best_epoch"], **best.get("signals", {})}
+            rows.extend({**common, "split": "fit", "metric": name, "k": None, "value": value} for name, value in fit.items())
             per_user_frames.append(per_user.assign(model=spec.name, seed=seed))
-        results = pd.DataFrame(rows)
+        results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         results["k"] = results["k"].astype("Int64")
         per_user_all = pd.concat(per_user_frames, ignore_index=True) if per_user_frames else pd.DataFrame()
         self.write(results, per_user_all)
@@ -378,10 +417,22 @@ class Runner:
         print(f"{message} ({done} done, {total - done} to go, {elapsed:.0f}s elapsed{eta})", file=sys.stderr, flush=True)
 
 
-def run_experiment(config: str | os.PathLike | Experiment, seeds: int | list[int] | None = None, out: str | os.PathLike = "runs/experiment", *, smoke: bool = False, cache: bool = True, progress: bool = True) -> pd.DataFrame:
+def run_experiment(
+    config: str | os.PathLike | Experiment,
+    seeds: int | list[int] | None = None,
+    out: str | os.PathLike = "runs/experiment",
+    *,
+    smoke: bool = False,
+    cache: bool = True,
+    progress: bool = True,
+    workers: int | None = None,
+) -> pd.DataFrame:
     """Run an experiment; returns the tidy results table (also written to ``out``).
 
     ``seeds`` is a count (seeds 0..n-1) or an explicit list; by default the config's ``seeds``.
+    ``workers``: processes that train independent trials side by side (default ``CROSSREC_WORKERS``,
+    else 1); each uses the config's ``num_threads`` torch threads, so workers x threads should not
+    exceed the cores.
     """
     exp = config if isinstance(config, Experiment) else load_experiment(config, smoke=smoke)
     if seeds is None:
@@ -392,13 +443,66 @@ def run_experiment(config: str | os.PathLike | Experiment, seeds: int | list[int
         seed_list = list(range(seeds))
     else:
         seed_list = [int(s) for s in seeds]
+    workers = workers_from_env() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise CrossRecError(f"workers must be a whole number >= 1, got {workers!r}", "pass workers=1 (one process) or up to the number of cores")
     with warnings.catch_warnings():
-        # Lightning 2.6 + torch 2.13: a pytree deprecation inside fit, not actionable here
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
-        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-        return Runner(exp, out, cache=cache, progress=progress).run(seed_list)
+        filter_known_warnings()
+        return Runner(exp, out, cache=cache, progress=progress).run(seed_list, workers=workers)
+
+
+RESULT_COLUMNS = ["model", "protocol", "split", "metric", "k", "seed", "value", "params", "trial"]
+
+
+def workers_from_env() -> int:
+    """Worker processes from ``CROSSREC_WORKERS`` (default 1)."""
+    value = os.environ.get("CROSSREC_WORKERS", "").strip()
+    if not value:
+        return 1
+    try:
+        workers = int(value)
+    except ValueError:
+        raise CrossRecError(f"CROSSREC_WORKERS={value!r} is not a whole number", "set it to e.g. 2, or unset it for one process") from None
+    if workers < 1:
+        raise CrossRecError(f"CROSSREC_WORKERS={value!r} must be >= 1", "set it to e.g. 2, or unset it for one process")
+    return workers
+
+
+def chosen_trial(out: str | os.PathLike, model: str, seed: int) -> dict:
+    """The record of the trial an experiment tested for (``model``, ``seed``): what ``trial.json``
+    holds (hp, validation metrics, best epoch, fit seconds, checkpoint...) plus ``folder``, the
+    trial's folder, which also holds ``best.ckpt``, ``test.json`` and ``test_per_user.csv.gz``.
+
+    Read through ``<out>/results.csv``, so it is the run the table reports even where older trials
+    of the same model (other code, other grid points) lie beside it.
+    """
+    out = Path(out)
+    path = out / "results.csv"
+    if not path.is_file():
+        raise CrossRecError(f"{path} does not exist", f"run the experiment first: run_experiment(config, seeds, out={str(out)!r})")
+    results = pd.read_csv(path)
+    if "trial" not in results.columns:
+        raise CrossRecError(f"{path} was written by an older crossrec_lit and names no trials", f"re-run run_experiment with out={str(out)!r} (cached trials are reused)")
+    rows = results[(results["model"] == model) & (results["seed"] == int(seed))]
+    if rows.empty:
+        raise CrossRecError(
+            f"{path} has no run of model {model!r} with seed {seed}",
+            f"use one of the models {sorted(results['model'].unique())} and seeds {sorted(int(s) for s in results['seed'].unique())}",
+        )
+    folder = out / rows["trial"].iloc[0]
+    record = json.loads((folder / "trial.json").read_text())
+    record["folder"] = folder
+    return record
+
+
+def load_trained(out: str | os.PathLike, model: str, seed: int, **kwargs):
+    """The model an experiment tested for (``model``, ``seed``), loaded from its kept checkpoint on
+    the CPU, in eval mode; ``kwargs`` go to ``load_from_checkpoint`` (e.g. evaluation settings)."""
+    record = chosen_trial(out, model, seed)
+    cls = import_class(record["class_path"])
+    net = cls.load_from_checkpoint(Path(out) / record["checkpoint"], map_location="cpu", weights_only=False, **kwargs)
+    net.eval()
+    return net
 
 
 # modules that only format or report results: editing them must not invalidate trained trials
@@ -430,13 +534,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--smoke", action="store_true", help="apply the config's smoke: overrides (tiny, fast)")
     parser.add_argument("--no-cache", action="store_true", help="retrain even when a cached trial matches")
+    parser.add_argument("--workers", type=int, default=None, help="processes training independent trials side by side (default: $CROSSREC_WORKERS, else 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--verbose", action="store_true", help="show Lightning's informational messages")
     args = parser.parse_args(argv)
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
-        run_experiment(args.config, args.seeds, args.out, smoke=args.smoke, cache=not args.no_cache, progress=not args.quiet)
+        run_experiment(args.config, args.seeds, args.out, smoke=args.smoke, cache=not args.no_cache, progress=not args.quiet, workers=args.workers)
     except CrossRecError as exc:
         print(f"crossrec experiment: error: {exc}", file=sys.stderr)
         return 2

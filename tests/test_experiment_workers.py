@@ -1,0 +1,153 @@
+"""The experiment runner's worker processes, and reading an experiment's chosen trials back."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from crossrec_lit import CrossRecError
+from crossrec_lit.experiment import chosen_trial, load_trained, run_experiment, workers_from_env
+from crossrec_lit.training import quiet_trainer
+
+from test_cli_experiment import CONFIGS
+
+# grids tuned on the first seed, models that need a pretrained checkpoint (${pretrained:...}), two seeds
+COLDSTART = CONFIGS / "case_study_coldstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def two_ways(tmp_path_factory):
+    """The same smoke experiment with one process and with two workers."""
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path_factory.mktemp(f"workers{workers}")
+        runs[workers] = (run_experiment(COLDSTART, 2, out, smoke=True, progress=False, workers=workers), out)
+    return runs
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_results_as_one_process(two_ways):
+    (one, _), (two, _) = two_ways[1], two_ways[2]
+    metrics = [frame[frame["split"] != "fit"].drop(columns="trial").reset_index(drop=True) for frame in (one, two)]
+    pd.testing.assert_frame_equal(metrics[0], metrics[1])
+    # the same trials (keys cover config, data, seed and code), so the same folders; except where a
+    # key holds the path of a pretrained checkpoint, which lies in another output folder here
+    same_key = [frame.loc[~frame["model"].isin(["EMCDR", "PTUPCDR"]), "trial"].unique() for frame in (one, two)]
+    assert sorted(same_key[0]) == sorted(same_key[1])
+    assert {"EMCDR", "PTUPCDR", "CMF"} <= set(one["model"])  # pretrained references and a grid were covered
+
+
+@pytest.mark.slow
+def test_workers_without_cache_still_reuse_what_they_trained(tmp_path):
+    results = run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 1, tmp_path, smoke=True, progress=False, cache=False, workers=2)
+    # every trial was trained once, by a worker: one log folder per trial
+    trials = {json.loads(p.read_text())["key"] for p in tmp_path.glob("trials/*/*/trial.json")}
+    logs = list((tmp_path / "logs").glob("*/*"))
+    assert len(logs) == len(trials) and set(results["trial"].str.rsplit("/", n=1).str[-1]) <= trials
+
+
+@pytest.mark.slow
+def test_chosen_trial_and_load_trained_give_the_reported_model(two_ways):
+    results, out = two_ways[1]
+    for model in ("CMF", "Co-occurrence"):
+        record = chosen_trial(out, model, 1)
+        assert record["model"] == model and record["seed"] == 1
+        assert (record["folder"] / "best.ckpt").is_file() and (record["folder"] / "test_per_user.csv.gz").is_file()
+        reported = results[(results["model"] == model) & (results["seed"] == 1) & (results["split"] == "test") & (results["metric"] == "ndcg") & (results["k"] == 10)]["value"].item()
+        assert json.loads((record["folder"] / "test.json").read_text())["ndcg@10"] == pytest.approx(reported, abs=1e-12)
+        net = load_trained(out, model, 1)
+        assert not net.training
+        dm = _datamodule(out, model, 1)
+        again = quiet_trainer().test(net, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
+        assert again == pytest.approx(reported, abs=1e-6)
+
+
+def _datamodule(out, model, seed):
+    from crossrec_lit.experiment import Runner, load_experiment
+
+    exp = load_experiment(COLDSTART, smoke=True)
+    runner = Runner(exp, out, progress=False)
+    return runner.datamodule(runner.spec(model), seed)
+
+
+def test_chosen_trial_names_what_is_missing(two_ways, tmp_path):
+    _, out = two_ways[1]
+    with pytest.raises(CrossRecError, match=r"no run of model 'Nope' with seed 0.*Fix: use one of the models"):
+        chosen_trial(out, "Nope", 0)
+    with pytest.raises(CrossRecError, match=r"no run of model 'CMF' with seed 7.*seeds \[0, 1\]"):
+        chosen_trial(out, "CMF", 7)
+    with pytest.raises(CrossRecError, match=r"results.csv does not exist.*Fix: run the experiment first"):
+        chosen_trial(tmp_path / "empty", "CMF", 0)
+    old = tmp_path / "old"
+    old.mkdir()
+    pd.read_csv(out / "results.csv").drop(columns="trial").to_csv(old / "results.csv", index=False)
+    with pytest.raises(CrossRecError, match=r"older crossrec_lit.*re-run run_experiment"):
+        chosen_trial(old, "CMF", 0)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_bad_worker_counts_are_refused(tmp_path, workers):
+    with pytest.raises(CrossRecError, match=r"workers must be a whole number >= 1"):
+        run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 1, tmp_path, smoke=True, progress=False, workers=workers)
+    assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 1), ("", 1), ("3", 3)])
+def test_workers_from_env(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("CROSSREC_WORKERS", raising=False)
+    else:
+        monkeypatch.setenv("CROSSREC_WORKERS", value)
+    assert workers_from_env() == expected
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-2"])
+def test_bad_workers_env_is_refused(monkeypatch, value):
+    monkeypatch.setenv("CROSSREC_WORKERS", value)
+    with pytest.raises(CrossRecError, match=r"CROSSREC_WORKERS=.*Fix: set it to e.g. 2"):
+        workers_from_env()
+
+
+def test_recommend_keeps_float64_scores(tiny_source):
+    """CrossDomainCooccurrence breaks ties in float64; recommend must rank by those very scores."""
+    from crossrec_lit.data import CrossDomainDataModule
+    from crossrec_lit.evaluation.metrics import topk_indices
+    from crossrec_lit.models import CrossDomainCooccurrence
+
+    dm = CrossDomainDataModule(tiny_source, "A", "B", batch_size=256, phase="target")
+    dm.setup("fit")
+    net = CrossDomainCooccurrence(**dm.model_arguments_for(CrossDomainCooccurrence))
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(net, datamodule=dm)
+    users = torch.arange(min(50, dm.num_users))
+    full = net.full_scores(users)
+    assert full.dtype == torch.float64
+    top, scores = net.recommend(users, k=10)
+    assert scores.dtype == torch.float64
+    assert torch.equal(top, topk_indices(full, 10))
+
+
+def test_quiet_trainer_checkpoints_only_when_asked(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    assert quiet_trainer().checkpoint_callback is None
+    keep = ModelCheckpoint(dirpath=tmp_path, monitor="val/ndcg@10", mode="max")
+    assert quiet_trainer(2, [keep]).checkpoint_callback is keep
+    assert quiet_trainer(max_epochs=3, enable_progress_bar=True).max_epochs == 3
+
+
+def test_quiet_notebook_silences_known_noise_only():
+    import warnings
+
+    from crossrec_lit.reporting import in_words, quiet_notebook
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_notebook()
+        warnings.warn("torch.utils._pytree.LeafSpec is deprecated", FutureWarning)
+        warnings.warn("The 'train_dataloader' does not have many workers which may be a bottleneck.", UserWarning)
+        warnings.warn("something the user must see", UserWarning)
+    assert [str(w.message) for w in caught] == ["something the user must see"]
+    assert in_words([]) == "none" and in_words(["a"]) == "a" and in_words(["a", "b", "c"]) == "a, b and c"
