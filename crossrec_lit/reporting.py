@@ -138,11 +138,17 @@ def in_words(names) -> str:
 def quiet_notebook() -> None:
     """What every chapter calls first: silence the warnings nobody can act on
     (:data:`crossrec_lit.runtime.KNOWN_NOISE`, and tqdm's notice that ipywidgets is missing) and
-    Lightning's INFO banners, so a page shows the chapter's output and real warnings only."""
+    Lightning's INFO banners, so a page shows the chapter's output and real warnings only.
+
+    Call it before importing Lightning yourself, or after: it imports Lightning here, once the
+    filters are set (the tqdm notice is raised at import time), and only then lowers Lightning's
+    loggers (its import sets them to INFO)."""
     import warnings
 
     from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs
 
     warnings.filterwarnings("ignore", message=r"IProgress not found")
     filter_known_warnings()
+    import pytorch_lightning  # noqa: F401  (see above: after the filters, before the log levels)
+
     quiet_lightning_logs()
