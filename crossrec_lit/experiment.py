@@ -352,7 +352,7 @@ class Runner:
             return json.loads(test_json.read_text()), pd.read_csv(per_user_csv, dtype={"user": str})
         dm = self.datamodule(spec, record["seed"])
         cls = import_class(spec.class_path)
-        model = cls.load_from_checkpoint(self.out / record["checkpoint"], map_location="cpu", weights_only=False)
+        model = _load_checkpoint(cls, self.out / record["checkpoint"])
         metrics = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]
         metrics = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}
         per_user = model.test_per_user.copy() if model.test_per_user is not None else pd.DataFrame(columns=["user"])
@@ -499,10 +499,17 @@ def load_trained(out: str | os.PathLike, model: str, seed: int, **kwargs):
     """The model an experiment tested for (``model``, ``seed``), loaded from its kept checkpoint on
     the CPU, in eval mode; ``kwargs`` go to ``load_from_checkpoint`` (e.g. evaluation settings)."""
     record = chosen_trial(out, model, seed)
-    cls = import_class(record["class_path"])
-    net = cls.load_from_checkpoint(Path(out) / record["checkpoint"], map_location="cpu", weights_only=False, **kwargs)
+    net = _load_checkpoint(import_class(record["class_path"]), Path(out) / record["checkpoint"], **kwargs)
     net.eval()
     return net
+
+
+def _load_checkpoint(cls, path: Path, **kwargs):
+    with warnings.catch_warnings():
+        # counting models (Popularity, co-occurrence, random scores) have no parameters, and
+        # Lightning says so on every load: in worker processes that line lands on the book's pages
+        warnings.filterwarnings("ignore", message=r".*contains no parameters.*")
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False, **kwargs)
 
 
 # modules that only format or report results: editing them must not invalidate trained trials

@@ -5,15 +5,16 @@ fit is what is fastest on a shared CPU (see :mod:`crossrec_lit.runtime`). On a m
 N such fits run in parallel at nearly N times the throughput, which Lightning's own strategies do
 not give us: DDP splits *one* fit across processes and synchronises every step.
 
-:func:`train_in_workers` trains, in a pool of processes, every trial whose inputs are known before
-any other trial finishes: every grid point of a tuning seed, and for the other seeds every model
-without a grid. A grid model's later seeds are submitted as soon as all of its tuning-seed trials
-are done (the choice is made by the same rule as :meth:`Runner.choose`). A trial that refers to
-another run's result (``${baseline:...}``, ``${pretrained:...}``) is left to the calling process.
-Workers write each trial to the runner's cache exactly as the sequential runner would (same key,
-same folder, same record), and test single-point trials too; the runner then walks its plan as
-usual and finds them done. Results do not depend on the number of workers: every trial seeds
-itself, and the DataModules are rebuilt from seeded configs in each process.
+:func:`train_in_workers` trains, in a pool of processes, every trial as soon as its inputs are
+known: every grid point of a tuning seed at once; a grid model's other seeds once all of its
+tuning-seed trials are done (the choice is made by the same rule as :meth:`Runner.choose`); a model
+that starts from a pretrained checkpoint (``${pretrained:NAME}``) once the pretrain entry's trials
+for that seed are done. A trial that depends on another model's score (``${baseline:...}``) is left
+to the calling process. Workers write each trial to the runner's cache exactly as the sequential
+runner would (same key, same folder, same record), and test the trials whose choice is already
+made; the runner then walks its plan as usual and finds them done. Results do not depend on the
+number of workers: every trial seeds itself, and the DataModules are rebuilt from seeded configs in
+each process.
 
 Workers are started with ``spawn`` (safe with torch's thread pools, and from Jupyter kernels) and
 each keeps its own DataModules, so memory grows with the number of workers.
@@ -34,52 +35,68 @@ _RUNNER = None  # the Runner of this worker process
 
 
 def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
-    """Train (and, where the choice is already made, test) the runner's independent trials in
-    ``workers`` processes; returns the keys of the trials trained. A trial that fails in a worker
-    stops the pool and raises its error here."""
-    pending_grids: dict[str, list] = {}  # grid model -> tuning-seed futures still running
-    later: dict[str, list[int]] = {}  # grid model -> seeds waiting for its choice
-    trained: set[str] = set()
+    """Train (and, where the choice is already made, test) the runner's trials in ``workers``
+    processes, each as soon as what it depends on is done; returns the keys of the trials trained.
+    A trial that fails in a worker stops the pool and raises its error here."""
+    exp = runner.exp
+    # (spec, seed) items still to submit: the models, and the pretrain entries they start from
+    needs = {spec.name: _pretrained_refs(spec) for spec in exp.models}
+    used = {ref for refs in needs.values() for ref in refs if ref in exp.pretrain}
+    needs.update({name: set() for name in used})
+    # left to the calling process: models that need another model's score, or name an unknown
+    # pretrain entry (the runner's own error message explains that one)
+    items = [
+        (runner.spec(name), seed)
+        for seed in seeds
+        for name in [*sorted(used), *(m.name for m in exp.models)]
+        if needs[name] <= used and not _refers_to_scores(runner.spec(name))
+    ]
+    groups: dict[tuple[str, int], list[cf.Future]] = {}  # (name, seed) -> its trials' futures
     tasks: dict[cf.Future, tuple[str, dict, int]] = {}
-    started, done = time.perf_counter(), 0
+    processed: set[cf.Future] = set()
+    trained: set[str] = set()
+    started = time.perf_counter()
+
+    def group_done(name: str, seed: int) -> bool:
+        futures = groups.get((name, seed))
+        return futures is not None and all(f in processed for f in futures)
 
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(runner.exp, str(runner.out), runner.cache, runner.num_threads())) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(exp, str(runner.out), runner.cache, runner.num_threads())) as pool:
 
-        def submit(spec, hp: dict, seed: int, test: bool) -> cf.Future:
-            future = pool.submit(_train, spec.name, hp, seed, test, runner._first_seed)
-            tasks[future] = (spec.name, hp, seed)
-            return future
-
-        for seed in seeds:
-            for spec in runner.exp.models:
-                if _refers_to_runs(spec):
-                    continue  # needs another run's result: the calling process trains it in order
+        def submit_ready() -> None:
+            for item in list(items):
+                spec, seed = item
+                if not all(group_done(ref, seed) for ref in needs[spec.name]):
+                    continue
                 points = runner.candidates(spec, seed)
                 if points is None:
-                    later.setdefault(spec.name, []).append(seed)
-                    continue
-                futures = [submit(spec, hp, seed, test=len(points) == 1) for hp in points]
-                if runner._tune_now(seed) and len(points) > 1:
-                    pending_grids.setdefault(spec.name, []).extend(futures)
-        total = len(tasks) + sum(len(s) for s in later.values())
+                    continue  # waits for the choice on the tuning seed
+                items.remove(item)
+                test = len(points) == 1 and spec.name not in used  # pretrain entries are never tested
+                groups[(spec.name, seed)] = []
+                for hp in points:
+                    # the choices made and the trials trained so far: a worker that resolves
+                    # ${pretrained:...} must find the pretrain entry's choice and reuse its trial
+                    future = pool.submit(_train, spec.name, hp, seed, test, runner._first_seed, dict(runner._chosen), set(trained))
+                    tasks[future] = (spec.name, hp, seed)
+                    groups[(spec.name, seed)].append(future)
+
         try:
+            submit_ready()
             while tasks:
                 finished, _ = cf.wait(list(tasks), return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     name, hp, seed = tasks.pop(future)
                     record = future.result()  # re-raises a worker's error
                     trained.add(record["key"])
-                    done += 1
-                    _say(runner, f"trained {name} seed={seed}" + (f" {hp}" if hp else ""), started, done, total)
-                    waiting = pending_grids.get(name)
-                    if waiting is not None and all(f.done() for f in waiting):
-                        # the same choice the runner makes: first best of the grid, in grid order
-                        best = runner.pick_best([f.result() for f in waiting])
+                    processed.add(future)
+                    _say(runner, f"trained {name} seed={seed}" + (f" {hp}" if hp else ""), started, len(trained), len(tasks))
+                    if runner._tune_now(seed) and group_done(name, seed):
+                        # the choice the runner makes: first best of the grid, in grid order
+                        best = runner.pick_best([f.result() for f in groups[(name, seed)]])
                         runner._chosen.setdefault(name, best["hp"])
-                        del pending_grids[name]
-                        for later_seed in later.pop(name, []):
-                            submit(runner.spec(name), runner._chosen[name], later_seed, test=True)
+                submit_ready()
         except BaseException:
             for future in tasks:
                 future.cancel()
@@ -87,9 +104,14 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
     return trained
 
 
-def _refers_to_runs(spec) -> bool:
+def _pretrained_refs(spec) -> set[str]:
     names = placeholders([spec.init_args, spec.callbacks, spec.grid, spec.data])
-    return any(name.partition(":")[0] in ("baseline", "pretrained") for name in names)
+    return {ref for kind, _, ref in (n.partition(":") for n in names) if kind == "pretrained"}
+
+
+def _refers_to_scores(spec) -> bool:
+    names = placeholders([spec.init_args, spec.callbacks, spec.grid, spec.data])
+    return any(name.partition(":")[0] == "baseline" for name in names)
 
 
 def _start_worker(exp, out: str, cache: bool, num_threads: int | None) -> None:
@@ -103,9 +125,11 @@ def _start_worker(exp, out: str, cache: bool, num_threads: int | None) -> None:
     _RUNNER = Runner(exp, out, cache=cache, progress=False)
 
 
-def _train(name: str, hp: dict, seed: int, test: bool, first_seed: int) -> dict:
+def _train(name: str, hp: dict, seed: int, test: bool, first_seed: int, chosen: dict, trained: set[str]) -> dict:
     runner = _RUNNER
     runner._first_seed = first_seed
+    runner._chosen.update(chosen)
+    runner._fresh |= trained  # reused even with cache=False: they were trained in this run
     spec = runner.spec(name)
     record = runner.trial(spec, hp, seed)
     if test:
@@ -113,7 +137,7 @@ def _train(name: str, hp: dict, seed: int, test: bool, first_seed: int) -> dict:
     return record
 
 
-def _say(runner, message: str, started: float, done: int, total: int) -> None:
+def _say(runner, message: str, started: float, done: int, running: int) -> None:
     if runner.progress:
         elapsed = time.perf_counter() - started
-        print(f"[workers] {message} ({done}/{total} trials, {elapsed:.0f}s elapsed)", file=sys.stderr, flush=True)
+        print(f"[workers] {message} ({done} trained, {running} queued or running, {elapsed:.0f}s elapsed)", file=sys.stderr, flush=True)
