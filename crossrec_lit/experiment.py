@@ -43,7 +43,7 @@ import torch
 from crossrec_lit.atomic import atomic_write, atomic_write_text
 from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, placeholders, substitute
 from crossrec_lit.errors import CrossRecError
-from crossrec_lit.runtime import filter_known_warnings, set_num_threads, threads_from_env
+from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs, set_num_threads, threads_from_env
 from crossrec_lit.training import quiet_trainer
 
 EXPERIMENT_KEYS = {
@@ -545,8 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--verbose", action="store_true", help="show Lightning's informational messages")
     args = parser.parse_args(argv)
-    for name in ("pytorch_lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        quiet_lightning_logs()
     try:
         run_experiment(args.config, args.seeds, args.out, smoke=args.smoke, cache=not args.no_cache, progress=not args.quiet, workers=args.workers)
     except CrossRecError as exc:

@@ -10,17 +10,18 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 __all__ = ["quiet_trainer"]
 
 
-def quiet_trainer(max_epochs: int = 1, callbacks: Iterable[Callback] = (), **kwargs) -> pl.Trainer:
+def quiet_trainer(max_epochs: int | None = 1, callbacks: Iterable[Callback] = (), **kwargs) -> pl.Trainer:
     """A CPU :class:`~pytorch_lightning.Trainer` with no logger, progress bar, model summary or
     sanity validation.
 
     Checkpointing is on only when a :class:`~pytorch_lightning.callbacks.ModelCheckpoint` is among
     ``callbacks`` (Lightning would otherwise add its own and write ``lightning_logs/`` into the
-    working folder). ``kwargs`` go to the Trainer and override every default above.
+    working folder). ``max_epochs=None`` is Lightning's own default (bounded by ``max_steps`` when
+    given). ``kwargs`` go to the Trainer and override every default above.
     """
     callbacks = list(callbacks)
     settings = dict(
-        max_epochs=int(max_epochs),
+        max_epochs=None if max_epochs is None else int(max_epochs),
         accelerator="cpu",
         devices=1,
         logger=False,

@@ -40,7 +40,8 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
     A trial that fails in a worker stops the pool and raises its error here."""
     exp = runner.exp
     # (spec, seed) items still to submit: the models, and the pretrain entries they start from
-    needs = {spec.name: _pretrained_refs(spec) for spec in exp.models}
+    refs = {spec.name: _references(spec) for spec in exp.models}
+    needs = {name: r.get("pretrained", set()) for name, r in refs.items()}
     used = {ref for refs in needs.values() for ref in refs if ref in exp.pretrain}
     needs.update({name: set() for name in used})
     # left to the calling process: models that need another model's score, or name an unknown
@@ -49,7 +50,7 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
         (runner.spec(name), seed)
         for seed in seeds
         for name in [*sorted(used), *(m.name for m in exp.models)]
-        if needs[name] <= used and not _refers_to_scores(runner.spec(name))
+        if needs[name] <= used and "baseline" not in refs.get(name, {})
     ]
     groups: dict[tuple[str, int], list[cf.Future]] = {}  # (name, seed) -> its trials' futures
     tasks: dict[cf.Future, tuple[str, dict, int]] = {}
@@ -104,14 +105,14 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
     return trained
 
 
-def _pretrained_refs(spec) -> set[str]:
-    names = placeholders([spec.init_args, spec.callbacks, spec.grid, spec.data])
-    return {ref for kind, _, ref in (n.partition(":") for n in names) if kind == "pretrained"}
-
-
-def _refers_to_scores(spec) -> bool:
-    names = placeholders([spec.init_args, spec.callbacks, spec.grid, spec.data])
-    return any(name.partition(":")[0] == "baseline" for name in names)
+def _references(spec) -> dict[str, set[str]]:
+    """The runs a spec refers to, by kind: ``{"pretrained": {...}, "baseline": {...}}``."""
+    out: dict[str, set[str]] = {}
+    for name in placeholders([spec.init_args, spec.callbacks, spec.grid, spec.data]):
+        kind, _, ref = name.partition(":")
+        if kind in ("pretrained", "baseline"):
+            out.setdefault(kind, set()).add(ref)
+    return out
 
 
 def _start_worker(exp, out: str, cache: bool, num_threads: int | None) -> None:

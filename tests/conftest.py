@@ -3,7 +3,6 @@ pool was measured 17x slower per step under load, and one thread makes runs repe
 
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
@@ -11,10 +10,11 @@ import torch
 
 from crossrec_lit.data import Synthetic
 from crossrec_lit.data.sources import default_data_root
+from crossrec_lit.runtime import quiet_lightning_logs
+from crossrec_lit.training import quiet_trainer as _package_quiet_trainer
 
 torch.set_num_threads(int(os.environ.get("CROSSREC_NUM_THREADS", "1")))
-logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+quiet_lightning_logs()
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +33,9 @@ def data_root():
 
 
 def quiet_trainer(**kwargs):
-    import pytorch_lightning as pl
-
-    defaults = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        accelerator="cpu", devices=1, num_sanity_val_steps=0, deterministic=True,
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
+    """The package's quiet trainer, deterministic, with Lightning's own epoch default (tests bound
+    their runs with max_epochs or max_steps)."""
+    return _package_quiet_trainer(**{"max_epochs": None, "deterministic": True, **kwargs})
 
 
 # ---------------------------------------------------------------------- no network in tests
