@@ -13,7 +13,9 @@ target"). The combinations of the paper (``combine``):
 
 A store scores an item by the dot product of the user's representation there and the item's
 vector, trained with BPR (default) or pointwise BCE on the sampled negatives; the joint objective
-``source_weight * source_loss + target_loss`` comes from :class:`CrossDomainModule`.
+``source_weight * source_loss + target_loss`` comes from :class:`CrossDomainModule`. With
+``item_bias=True`` each store adds a learned bias per item to that dot product, in training
+(both losses) and, for the target store, in :meth:`DTCDR.score` and :meth:`DTCDR.full_scores`.
 
 Users missing from a store
 --------------------------
@@ -35,6 +37,7 @@ from torch import nn
 
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.models.cross_domain import CrossDomainModule
+from crossrec_lit.models.mf import check_item_bias, make_bias
 
 STORES = ("source", "target")
 COMBINES = ("mean", "max", "concat_mlp")
@@ -50,8 +53,14 @@ class DTCDR(CrossDomainModule):
         embedding_dim: size of every user and item vector.
         combine: ``mean``, ``max`` or ``concat_mlp`` (see the module docstring).
         loss_type: ``bpr`` (pairwise, default) or ``bce`` (pointwise, as the seed's MF).
-        l2_reg: penalty on the embedding rows used in each batch.
+        l2_reg: penalty on the embedding rows used in each batch (item bias rows included).
+        item_bias: learn a scalar bias per item in each store (zero at the start), added to that
+            store's scores: the target's in training, ``score`` and ``full_scores``, the source's
+            in the source loss. Off by default (no parameters, so older checkpoints load).
         **kwargs: see :class:`CrossDomainModule` (source_weight, lr, optimizer, weight_decay, ks).
+
+    Parameters: ``user_emb.{source,target}``, ``item_emb.{source,target}``, with ``concat_mlp``
+    ``combiner.{source,target}``; with ``item_bias``: ``item_bias.{source,target}`` ([n, 1] each).
     """
 
     def __init__(
@@ -63,6 +72,7 @@ class DTCDR(CrossDomainModule):
         combine: str = "mean",
         loss_type: str = "bpr",
         l2_reg: float = 0.0,
+        item_bias: bool = False,
         **kwargs,
     ):
         super().__init__(num_users, num_items, num_source_items, **kwargs)
@@ -72,6 +82,7 @@ class DTCDR(CrossDomainModule):
             raise CrossRecError(f"unknown combine {combine!r}", f"use one of {list(COMBINES)}")
         if loss_type not in LOSSES:
             raise CrossRecError(f"unknown loss_type {loss_type!r}", f"use one of {list(LOSSES)}")
+        item_bias = check_item_bias(item_bias)
         self.save_hyperparameters()
         d = self.embedding_dim = int(embedding_dim)
         self.combine = combine
@@ -81,6 +92,12 @@ class DTCDR(CrossDomainModule):
         self.item_emb = nn.ModuleDict({"source": self.make_embedding(self.num_source_items, d), "target": self.make_embedding(self.num_items, d)})
         if combine == "concat_mlp":
             self.combiner = nn.ModuleDict({s: nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d)) for s in STORES})
+        # A source bias too: both losses train the same user vectors (with mean and max the very
+        # same representation in both stores), so without one the source's popularity would be
+        # learned as a component every user shares, and it would enter the target scores.
+        self.item_bias = None
+        if item_bias:
+            self.item_bias = nn.ModuleDict({"source": make_bias(self, self.num_source_items), "target": make_bias(self, self.num_items)})
         # users with source training data (has_target, for the target store, is the base's)
         self.register_buffer("has_source", torch.ones(self.num_users, dtype=torch.bool))
 
@@ -111,12 +128,22 @@ class DTCDR(CrossDomainModule):
         emb = self.item_emb[store]
         return emb.weight if items is None else emb(items)
 
+    def item_biases(self, items: torch.Tensor | None = None, store: str = "target") -> torch.Tensor | None:
+        """Item biases of ``items`` in ``store`` (shaped like ``items``; all items when None), or
+        None without ``item_bias``."""
+        if self.item_bias is None:
+            return None
+        table = self.item_bias[store]
+        return table.weight.squeeze(-1) if items is None else table(items).squeeze(-1)
+
     # ------------------------------------------------------------------ scoring
     def score(self, users, items):
-        return (self.user_vectors(users) * self.item_vectors(items)).sum(-1)
+        out = (self.user_vectors(users) * self.item_vectors(items)).sum(-1)
+        return out if self.item_bias is None else out + self.item_biases(items)
 
     def full_scores(self, users):
-        return self.user_vectors(users) @ self.item_vectors().T
+        out = self.user_vectors(users) @ self.item_vectors().T
+        return out if self.item_bias is None else out + self.item_biases()
 
     # ------------------------------------------------------------------ training
     def _store_loss(self, batch: dict, store: str) -> torch.Tensor:
@@ -127,6 +154,11 @@ class DTCDR(CrossDomainModule):
         neg = self.item_vectors(batch["negatives"], store)  # [B, k, d]
         pos_logit = (u * pos).sum(-1)
         neg_logit = (u.unsqueeze(1) * neg).sum(-1)
+        rows = [u, pos, neg]
+        if self.item_bias is not None:
+            b_pos, b_neg = self.item_biases(batch["items"], store), self.item_biases(batch["negatives"], store)
+            pos_logit, neg_logit = pos_logit + b_pos, neg_logit + b_neg
+            rows += [b_pos, b_neg]
         if self.loss_type == "bpr":
             loss = -F.logsigmoid(pos_logit.unsqueeze(1) - neg_logit).mean()
         else:
@@ -134,7 +166,7 @@ class DTCDR(CrossDomainModule):
             labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit.reshape(-1))])
             loss = F.binary_cross_entropy_with_logits(logits, labels)
         if self.l2_reg:
-            loss = loss + self.l2_reg * (u.square().sum() + pos.square().sum() + neg.square().sum()) / len(u)
+            loss = loss + self.l2_reg * sum(r.square().sum() for r in rows) / len(u)
         return loss
 
     def source_loss(self, batch):

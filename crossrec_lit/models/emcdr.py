@@ -24,6 +24,9 @@ Three steps, each a phase here:
 
 Scoring: a user with target training data (``has_target``) uses the target vector, a cold user
 the mapped source vector ``f(s_u)``; ``map_all_users=True`` maps everybody (for analysis).
+With ``item_bias=True`` the target MF learns a bias ``b_j`` per target item in its phase, and
+every score adds it (warm and cold users alike), so the mapped vector of a cold user ranks on
+top of the target store's popularity instead of having to carry it.
 
 Recommended schedule: ``PhaseSchedule({0: "target", E: "overlap"})`` with
 ``Trainer(reload_dataloaders_every_n_epochs=1, max_epochs=E + M)``; E is what a target-only
@@ -45,7 +48,7 @@ from torch import nn
 
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.models.cross_domain import CrossDomainModule
-from crossrec_lit.models.mf import FactorModel
+from crossrec_lit.models.mf import FactorModel, check_item_bias, make_bias
 
 MAPPINGS = ("linear", "mlp")
 MAPPING_INITS = ("random", "closed_form")
@@ -55,15 +58,21 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
     """Shared base of the embedding-and-mapping models (EMCDR, PTUPCDR).
 
     Holds the frozen source MF (``source_user_emb``, ``source_item_emb``), the target MF
-    (``user_emb``, ``item_emb``) and the target loss; subclasses define
-    :meth:`transferred_vectors` (a user's target-space vector built from the source side) and the
-    overlap loss that trains it.
+    (``user_emb``, ``item_emb``, and ``item_bias`` when on) and the target loss; subclasses
+    define :meth:`transferred_vectors` (a user's target-space vector built from the source side)
+    and the overlap loss that trains it.
 
     Args:
         embedding_dim: size of every embedding (source and target must match the source checkpoint).
-        l2_reg: batch-level L2 penalty of the target MF's rows in each target batch (as in MF).
+        l2_reg: batch-level L2 penalty of the target MF's rows in each target batch (as in MF),
+            item bias rows included.
         map_all_users: score every user with the transferred vector (default: only users without
             target training data).
+        item_bias: learn a scalar ``b_j`` per target item (zero at the start) in the target MF's
+            loss (BPR difference ``b_i - b_j``, or the predicted rating), added to every score
+            and to ``full_scores``. No source item bias: the source MF is loaded and frozen,
+            and nothing here scores source items. Off by default (no parameter, so older
+            checkpoints load).
         **kwargs: see :class:`CrossDomainModule` / :class:`RecommenderModule`.
     """
 
@@ -76,6 +85,7 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         embedding_dim: int = 64,
         l2_reg: float = 0.0,
         map_all_users: bool = False,
+        item_bias: bool = False,
         **kwargs,
     ):
         super().__init__(num_users, num_items, num_source_items, **kwargs)
@@ -96,6 +106,10 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         self.source_item_emb.weight.requires_grad_(False)
         self.user_emb = self.make_embedding(self.num_users, d)
         self.item_emb = self.make_embedding(self.num_items, d)
+        # LoadSourceWeights' usual mapping ({"item_emb": "source_item_emb", ...}) matches names by
+        # prefix plus ".", so "item_bias.weight" is never a copy target; a source BPRMF's own
+        # item_bias ranks source items and is left unused
+        self.item_bias = make_bias(self, self.num_items) if check_item_bias(item_bias) else None
         # users with training data in BOTH stores (what the mapping learns from)
         self.register_buffer("overlap_mask", torch.zeros(self.num_users, dtype=torch.bool))
 
@@ -131,12 +145,19 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         """Target MF: BPR with the batch's negatives, or squared error when it carries ``ratings``."""
         u = self.user_emb(batch["users"])
         pos = self.item_emb(batch["items"])
+        b_pos = self.item_biases(batch["items"])
         if "ratings" in batch:
-            return F.mse_loss((u * pos).sum(-1), batch["ratings"].to(u.dtype)) + self._reg(u, pos)
+            pred = (u * pos).sum(-1)
+            if b_pos is None:
+                return F.mse_loss(pred, batch["ratings"].to(u.dtype)) + self._reg(u, pos)
+            return F.mse_loss(pred + b_pos, batch["ratings"].to(u.dtype)) + self._reg(u, pos, b_pos)
         if "negatives" not in batch:
             raise CrossRecError(f"{type(self).__name__} needs sampled negatives (or ratings) in target batches", "set num_negatives >= 1, or keep_ratings=True for the rating task")
         neg = self.item_emb(batch["negatives"])
-        return bpr_loss(u, pos, neg) + self._reg(u, pos, neg)
+        if b_pos is None:
+            return bpr_loss(u, pos, neg) + self._reg(u, pos, neg)
+        b_neg = self.item_biases(batch["negatives"])
+        return bpr_loss(u, pos, neg, b_pos, b_neg) + self._reg(u, pos, neg, b_pos, b_neg)
 
     def _reg(self, *tensors) -> torch.Tensor:
         if not self.l2_reg:
@@ -144,9 +165,12 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         return self.l2_reg * sum(t.square().sum() for t in tensors) / tensors[0].shape[0]
 
 
-def bpr_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """-mean log sigmoid(<u, pos> - <u, neg_k>) for u, pos [B, d] and neg [B, k, d]."""
+def bpr_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, pos_bias: torch.Tensor | None = None, neg_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """-mean log sigmoid(<u, pos> - <u, neg_k>) for u, pos [B, d] and neg [B, k, d]; with item
+    biases (pos_bias [B], neg_bias [B, k]) the difference adds ``pos_bias - neg_bias``."""
     diff = (u * pos).sum(-1, keepdim=True) - (u.unsqueeze(1) * neg).sum(-1)
+    if pos_bias is not None:
+        diff = diff + (pos_bias.unsqueeze(1) - neg_bias)
     return -F.logsigmoid(diff).mean()
 
 
@@ -174,7 +198,7 @@ class EMCDR(SourceMappingModule):
         mapping_init: ``random`` (PyTorch's default init) or ``closed_form`` (linear only): at the
             first overlap batch, set the map to the least-squares solution over all overlap users'
             current vectors (:meth:`closed_form_linear`); gradient steps then continue from there.
-        map_all_users, l2_reg, ``**kwargs``: see :class:`SourceMappingModule`.
+        map_all_users, l2_reg, item_bias, ``**kwargs``: see :class:`SourceMappingModule`.
     """
 
     def __init__(
@@ -190,9 +214,12 @@ class EMCDR(SourceMappingModule):
         mapping_init: str = "random",
         map_all_users: bool = False,
         l2_reg: float = 0.0,
+        item_bias: bool = False,
         **kwargs,
     ):
-        super().__init__(num_users, num_items, num_source_items, embedding_dim=embedding_dim, l2_reg=l2_reg, map_all_users=map_all_users, **kwargs)
+        super().__init__(
+            num_users, num_items, num_source_items, embedding_dim=embedding_dim, l2_reg=l2_reg, map_all_users=map_all_users, item_bias=item_bias, **kwargs
+        )
         if mapping not in MAPPINGS:
             raise CrossRecError(f"unknown mapping {mapping!r}", f"use one of {list(MAPPINGS)}")
         if mapping_init not in MAPPING_INITS:

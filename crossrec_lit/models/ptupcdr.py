@@ -18,7 +18,10 @@ optimises only the meta network in this stage). The paper's task is rating predi
 error); this package is implicit-feedback first, so with sampled negatives the task loss is its
 analogue, BPR: ``-log sigmoid(<s_u W_u, v_i> - <s_u W_u, v_j>)``. When batches carry ``ratings``
 (``keep_ratings=True``, ``num_negatives=0``), the paper's squared error ``(<., v_i> - r_ui)^2``
-is used instead, in both phases.
+is used instead, in both phases. With ``item_bias=True`` the target item biases ``b_j`` learned
+in the target phase enter the overlap task's scores too (``<s_u W_u, v_i> + b_i``; in BPR the
+difference gains ``b_i - b_j``), so the bridges learn the part of the target score that
+popularity does not explain, the same score that ranks cold users in evaluation.
 
 Source weights, freezing and scoring are as in :class:`~crossrec_lit.models.emcdr.EMCDR`
 (``LoadSourceWeights(ckpt, mapping={"user_emb": "source_user_emb", "item_emb":
@@ -50,9 +53,10 @@ class PTUPCDR(SourceMappingModule):
         meta_dim: hidden size of the meta network (the reference code uses 50).
         bridge_rank: None for a full ``d x d`` bridge (the paper), or ``r`` for a rank-``r``
             factorisation (cheaper for large ``d``).
-        train_target_items: also update the target item vectors in the overlap phase
-            (default False: they stay as the target MF left them, as in the reference code).
-        map_all_users, l2_reg, ``**kwargs``: see :class:`~crossrec_lit.models.emcdr.SourceMappingModule`.
+        train_target_items: also update the target item vectors (and item biases) in the overlap
+            phase (default False: they stay as the target MF left them, as in the reference code).
+        map_all_users, l2_reg, item_bias, ``**kwargs``: see
+            :class:`~crossrec_lit.models.emcdr.SourceMappingModule`.
     """
 
     def __init__(
@@ -68,9 +72,12 @@ class PTUPCDR(SourceMappingModule):
         train_target_items: bool = False,
         map_all_users: bool = False,
         l2_reg: float = 0.0,
+        item_bias: bool = False,
         **kwargs,
     ):
-        super().__init__(num_users, num_items, num_source_items, embedding_dim=embedding_dim, l2_reg=l2_reg, map_all_users=map_all_users, **kwargs)
+        super().__init__(
+            num_users, num_items, num_source_items, embedding_dim=embedding_dim, l2_reg=l2_reg, map_all_users=map_all_users, item_bias=item_bias, **kwargs
+        )
         if int(max_len) < 1 or int(meta_dim) < 1:
             raise CrossRecError(f"max_len={max_len} and meta_dim={meta_dim} must be >= 1", "use e.g. max_len=50, meta_dim=50")
         if bridge_rank is not None and not 1 <= int(bridge_rank) <= int(embedding_dim):
@@ -127,20 +134,24 @@ class PTUPCDR(SourceMappingModule):
         """The target task, solved by each overlap user's transferred vector: squared error
         against ``ratings`` when the batch has them, else BPR against its negatives."""
         u = self.transferred_vectors(batch["users"])
-        pos = self.item_emb(batch["items"])
-        if not self.train_target_items:
-            pos = pos.detach()
+        pos = self._task_rows(self.item_emb(batch["items"]))
+        b_pos = self._task_rows(self.item_biases(batch["items"]))
         if "ratings" in batch:
-            return F.mse_loss((u * pos).sum(-1), batch["ratings"].to(u.dtype))
+            pred = (u * pos).sum(-1)
+            if b_pos is not None:
+                pred = pred + b_pos
+            return F.mse_loss(pred, batch["ratings"].to(u.dtype))
         if "negatives" not in batch:
             raise CrossRecError(
                 "PTUPCDR's overlap batches need sampled negatives (ranking task) or ratings (rating task)",
                 "set num_negatives >= 1, or keep_ratings=True for the rating task",
             )
-        neg = self.item_emb(batch["negatives"])
-        if not self.train_target_items:
-            neg = neg.detach()
-        return bpr_loss(u, pos, neg)
+        neg = self._task_rows(self.item_emb(batch["negatives"]))
+        return bpr_loss(u, pos, neg, b_pos, self._task_rows(self.item_biases(batch["negatives"])))
+
+    def _task_rows(self, rows: torch.Tensor | None) -> torch.Tensor | None:
+        """Target item vectors or biases as the overlap task uses them: fixed unless ``train_target_items``."""
+        return rows if rows is None or self.train_target_items else rows.detach()
 
 
 __all__ = ["PTUPCDR"]
