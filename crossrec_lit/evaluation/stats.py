@@ -10,6 +10,12 @@ Three views of "is model A better than baseline B", each answering a different d
 
 scipy's implementations are used; a p-value is ``nan`` where the test is undefined (fewer than
 two seeds, or no non-zero difference).
+
+Multiple comparisons: a table of ten models against a baseline runs ten tests per metric, and at
+p < 0.05 one of them "wins" by chance about two times in five. :func:`paired_tests` therefore also
+reports Holm-adjusted p-values (:func:`holm_adjust`), and the summary's marks use them. The family
+of one correction is every model compared with the SAME baseline on the SAME metric within one
+call (in the summary: one protocol's table).
 """
 
 from __future__ import annotations
@@ -55,8 +61,48 @@ def paired_test(per_user: pd.DataFrame, model: str, baseline: str, metric: str, 
     return out
 
 
+def holm_adjust(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm, Scand. J. Statist. 1979), in the input order.
+
+    With the m defined p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
+    ``min(1, max_{j <= i} (m - j + 1) * p_(j))``: rejecting where the adjusted p < alpha controls
+    the family-wise error rate at alpha under any dependence between the tests (tests of several
+    models against one baseline on the same users are far from independent). It is uniformly
+    more powerful than Bonferroni. ``nan`` stays ``nan`` and does not count in m: an undefined
+    test (no non-zero difference, one seed) was never run, so it cannot cause a false discovery.
+    """
+    # written here because no installed dependency offers Holm: scipy (1.17) has only the
+    # Benjamini-Hochberg/Yekutieli FDR control (stats.false_discovery_control), and statsmodels'
+    # multipletests is not a dependency of this package
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1:
+        raise CrossRecError(f"holm_adjust takes a 1-d sequence of p-values, got shape {p.shape}", "pass one family of p-values at a time")
+    defined = ~np.isnan(p)
+    if ((p[defined] < 0) | (p[defined] > 1)).any():
+        raise CrossRecError(f"p-values must lie in [0, 1], got {p[defined & ((p < 0) | (p > 1))].tolist()}", "pass p-values, not statistics")
+    out = np.full_like(p, np.nan)
+    q = p[defined]
+    m = len(q)
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="stable")
+    stepped = np.maximum.accumulate((m - np.arange(m)) * q[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    out[defined] = adjusted
+    return out
+
+
 def paired_tests(per_user: pd.DataFrame, baselines: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """Every model against every named baseline on every metric."""
+    """Every model against every named baseline on every metric, with Holm-adjusted p-values.
+
+    Besides the columns of :func:`paired_test` (raw ``p_wilcoxon`` and ``p_ttest_seeds``), each
+    row has ``p_holm`` (the Wilcoxon p) and ``p_holm_ttest`` (the t-test p) adjusted by
+    :func:`holm_adjust`, and ``holm_m``, the size of the row's Wilcoxon family. A family is all
+    the models compared with the same baseline on the same metric in this call (so pass one
+    protocol's per-user values at a time, as the summary does); undefined (``nan``) p-values stay
+    ``nan`` and are not counted.
+    """
     rows = []
     models = list(dict.fromkeys(per_user["model"]))
     for baseline in baselines:
@@ -65,7 +111,17 @@ def paired_tests(per_user: pd.DataFrame, baselines: Sequence[str], metrics: Sequ
                 continue
             for metric in metrics:
                 rows.append(paired_test(per_user, model, baseline, metric))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["p_holm"] = np.nan
+    out["p_holm_ttest"] = np.nan
+    out["holm_m"] = 0
+    for _, family in out.groupby(["baseline", "metric"], sort=False):
+        out.loc[family.index, "p_holm"] = holm_adjust(family["p_wilcoxon"].to_numpy())
+        out.loc[family.index, "p_holm_ttest"] = holm_adjust(family["p_ttest_seeds"].to_numpy())
+        out.loc[family.index, "holm_m"] = int(family["p_wilcoxon"].notna().sum())
+    return out
 
 
 def summary_markdown(
@@ -78,7 +134,12 @@ def summary_markdown(
     alpha: float = 0.05,
 ) -> str:
     """The human-readable result tables, one per protocol: mean +/- std over seeds, marks of
-    significant improvement over each baseline, and the paired tests behind them.
+    significant improvement (``^N``) or loss (``vN``) against each baseline, and the paired tests
+    behind them.
+
+    A mark needs the Holm-adjusted Wilcoxon p below ``alpha``; the family of one correction is
+    every model of the protocol's table compared with the same baseline on the same metric (see
+    :func:`paired_tests`). The tests table shows raw and adjusted p-values.
 
     In each protocol the *strongest* baseline (the named baseline with the best mean on the
     first metric) is singled out, since beating a weak baseline proves little.
@@ -102,7 +163,7 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
         strongest = max(present, key=lambda b: first.get(b, float("-inf")))
     fit = results[results["split"] == "fit"].groupby(["model", "metric"])["value"].mean()
     lines = [f"## {protocol}", ""]
-    extra = f" {metrics[0]} vs {strongest}: diff (p) |" if strongest else ""
+    extra = f" {metrics[0]} vs {strongest}: diff (p Holm) |" if strongest else ""
     lines += ["| model | " + " | ".join(metrics) + " | best epoch | fit s |" + extra, "|" + "---|" * (len(metrics) + 3 + bool(strongest))]
     for model in models:
         cells = []
@@ -110,29 +171,43 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
             row = agg[(agg["model"] == model) & (agg["name"] == m)]
             cell = "n/a" if row.empty else f"{row['mean'].iloc[0]:.4f} +/- {row['std'].iloc[0]:.4f}"
             if not tests.empty:
-                sig = tests[(tests["model"] == model) & (tests["metric"] == m) & (tests["p_wilcoxon"] < alpha) & (tests["mean_diff"] > 0)]
-                cell += "".join(f" ^{present.index(b) + 1}" for b in sig["baseline"])
+                # Holm-adjusted p: with many models in a table the raw p-values overstate wins
+                sig = tests[(tests["model"] == model) & (tests["metric"] == m) & (tests["p_holm"] < alpha)]
+                cell += "".join(f" ^{present.index(b) + 1}" for b in sig.loc[sig["mean_diff"] > 0, "baseline"])
+                cell += "".join(f" v{present.index(b) + 1}" for b in sig.loc[sig["mean_diff"] < 0, "baseline"])
             cells.append(cell)
         line = f"| {model} | " + " | ".join(cells) + f" | {fit.get((model, 'best_epoch'), float('nan')):.0f} | {fit.get((model, 'fit_seconds'), float('nan')):.1f} |"
         if strongest:
             t = tests[(tests["model"] == model) & (tests["baseline"] == strongest) & (tests["metric"] == metrics[0])] if not tests.empty else tests
-            line += f" {t['mean_diff'].iloc[0]:+.4f} ({_p(t['p_wilcoxon'].iloc[0])}) |" if len(t) else " - |"
+            line += f" {t['mean_diff'].iloc[0]:+.4f} ({_p(t['p_holm'].iloc[0])}) |" if len(t) else " - |"
         lines.append(line)
     if not tests.empty:
         lines += [
             "",
-            f"^N: significantly better than baseline N (Wilcoxon signed-rank on per-user values pooled over seeds, p < {alpha}): "
+            f"^N: significantly better, vN: significantly worse than baseline N (two-sided Wilcoxon signed-rank on per-user values "
+            f"pooled over seeds, Holm-adjusted p < {alpha}): "
             + ", ".join(f"{i + 1} = {b}" for i, b in enumerate(present))
             + f". Strongest baseline on {metrics[0]}: {strongest}.",
             "",
-            "| model | baseline | metric | users | mean diff | 95% CI | p Wilcoxon | p t-test (seeds) |",
-            "|---|---|---|---|---|---|---|---|",
+            f"Paired tests are Holm-corrected over the {_family_size(tests)} models compared with each baseline on each metric "
+            "(one family per baseline and metric in this table; a test whose p is undefined is not counted).",
+            "",
+            "| model | baseline | metric | users | mean diff | 95% CI | p Wilcoxon | p Wilcoxon (Holm) | p t-test (seeds) | p t-test (Holm) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in tests.itertuples():
             lines.append(
-                f"| {r.model} | {r.baseline} | {r.metric} | {r.n_users} | {r.mean_diff:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {_p(r.p_wilcoxon)} | {_p(r.p_ttest_seeds)} |"
+                f"| {r.model} | {r.baseline} | {r.metric} | {r.n_users} | {r.mean_diff:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] "
+                f"| {_p(r.p_wilcoxon)} | {_p(r.p_holm)} | {_p(r.p_ttest_seeds)} | {_p(r.p_holm_ttest)} |"
             )
     return lines + [""]
+
+
+def _family_size(tests: pd.DataFrame) -> str:
+    """``m = 9``, or ``m = 7 to 9`` where undefined tests make the families differ in size."""
+    sizes = tests["holm_m"].astype(int)
+    lo, hi = int(sizes.min()), int(sizes.max())
+    return f"m = {hi}" if lo == hi else f"m = {lo} to {hi}"
 
 
 def _p(p: float) -> str:
