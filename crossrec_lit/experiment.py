@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -39,18 +38,34 @@ from pathlib import Path
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from optuna import TrialPruned
 
 from crossrec_lit.atomic import atomic_write, atomic_write_text
 from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, placeholders, substitute
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs, set_num_threads, threads_from_env
+from crossrec_lit.search import (
+    PruneOnValidation,
+    SearchSpace,
+    best_trial,
+    default_storage,
+    open_storage,
+    quiet_optuna,
+    replay,
+    run_study,
+    sampler_seed,
+    split_hp,
+    study_name,
+)
 from crossrec_lit.training import quiet_trainer
 
 EXPERIMENT_KEYS = {
     "name", "protocol", "data", "trainer", "monitor", "mode", "early_stopping", "models", "seeds",
     "tune", "num_threads", "baselines", "summary_metrics", "smoke", "description", "pretrain",
+    "trials", "pruner",
 }
-MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "data", "callbacks", "protocol"}
+MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "search", "trials", "data", "callbacks", "protocol"}
+DEFAULT_PRUNER = {"n_startup_trials": 5, "n_warmup_steps": 0}
 log = logging.getLogger("crossrec_lit.experiment")
 
 
@@ -63,19 +78,19 @@ class ModelSpec:
     init_args: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
     grid: dict | list = field(default_factory=dict)  # {arg: [values]} (all combinations) or [{arg: value}, ...]
+    search: dict = field(default_factory=dict)  # {arg: {low, high, log} or [choices]}: an Optuna search
+    trials: int | None = None  # the search's budget (default: the experiment's trials)
     data: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)
     protocol: str | None = None  # overrides the experiment's protocol (one table, several protocols)
 
+    def space(self) -> SearchSpace:
+        """What the model's study varies (empty: one fixed point, nothing to tune)."""
+        return SearchSpace(self.name, self.search, self.grid)
+
     def grid_points(self) -> list[dict]:
-        if not self.grid:
-            return [{}]
-        if isinstance(self.grid, list):
-            if not all(isinstance(point, dict) for point in self.grid):
-                raise CrossRecError(f"model {self.name!r}: a grid list must hold mappings", "write grid: [{arg: value}, ...] or {arg: [values]}")
-            return [dict(point) for point in self.grid]
-        keys = list(self.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        space = self.space()
+        return space.grid_points if space.is_grid else [{}]
 
 
 @dataclass
@@ -94,6 +109,8 @@ class Experiment:
     baselines: list[str] = field(default_factory=list)
     summary_metrics: list[str] = field(default_factory=lambda: ["ndcg@10", "recall@10"])
     pretrain: dict[str, ModelSpec] = field(default_factory=dict)
+    trials: int = 20  # budget of each model's search (grids: their number of points)
+    pruner: dict | None = field(default_factory=lambda: dict(DEFAULT_PRUNER))  # MedianPruner's arguments; null: off
 
 
 def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experiment:
@@ -126,6 +143,14 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
         raise CrossRecError(f"{path}: mode must be max or min, got {exp.mode!r}", "use max for ranking metrics, min for errors")
     if exp.tune not in ("first_seed", "each_seed"):
         raise CrossRecError(f"{path}: tune must be first_seed or each_seed, got {exp.tune!r}", "pick one of the two")
+    _check_budget(exp.trials, f"{path}: trials")
+    for spec in (*specs, *exp.pretrain.values()):
+        spec.space()  # a bad distribution fails now, not after an hour of training
+        if spec.trials is not None:
+            _check_budget(spec.trials, f"{path}: model {spec.name!r}: trials")
+    if exp.pruner is not None:
+        if not isinstance(exp.pruner, dict) or set(exp.pruner) - {"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"}:
+            raise CrossRecError(f"{path}: pruner must map MedianPruner's arguments, got {exp.pruner!r}", "write pruner: {n_startup_trials: 5, n_warmup_steps: 0} or pruner: null (no pruning)")
     clash = sorted(set(exp.pretrain) & set(names))
     if clash:
         raise CrossRecError(f"{path}: names {clash} are used by both pretrain and models", "give pretrain entries their own names")
@@ -133,6 +158,11 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
     if missing:
         raise CrossRecError(f"{path}: baselines {missing} are not among the models {names}", "name baselines exactly as in models")
     return exp
+
+
+def _check_budget(value, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CrossRecError(f"{where} must be a whole number >= 1, got {value!r}", "give the number of trials each search may train, e.g. 30")
 
 
 def _model_spec(m, where: str) -> ModelSpec:
@@ -159,17 +189,40 @@ def _apply_smoke(raw: dict) -> dict:
 class Runner:
     """Executes an :class:`Experiment`; :func:`run_experiment` is the functional entry point."""
 
-    def __init__(self, exp: Experiment, out: str | os.PathLike, *, cache: bool = True, progress: bool = True):
+    def __init__(
+        self,
+        exp: Experiment,
+        out: str | os.PathLike,
+        *,
+        cache: bool = True,
+        progress: bool = True,
+        storage: str | None = None,
+        trials: int | None = None,
+        heartbeat: int | None = 60,
+        run_tag: str = "",
+    ):
         self.exp = exp
         self.out = Path(out).resolve()
         self.cache = cache
         self.progress = progress
+        self.storage_url = storage or default_storage(self.out)
+        self.trials = trials  # overrides every search's budget (not grids)
+        self.heartbeat = heartbeat
+        # studies are reused like trials; without the cache a run starts studies of its own
+        self.run_tag = run_tag if cache else (run_tag or f"run{time.time_ns()}")
+        self._storage = None
         self._datamodules: dict[str, object] = {}
         self._chosen: dict[str, dict] = {}
         self._best: dict[tuple[str, int], dict] = {}  # (model or pretrain name, seed) -> chosen trial
+        self._studies: dict[tuple[str, int], dict] = {}  # (model, tuning seed) -> study name, trials, pruned
         self._fresh: set[str] = set()  # keys of trials trained in this run (reused even when cache=False)
         self._code_version = code_version()
         self._first_seed: int | None = None
+        self.diagnosis = ""  # markdown, written by run() before training
+
+    def options(self) -> dict:
+        """What another process needs to build an equivalent Runner (see trial_pool)."""
+        return {"cache": self.cache, "storage": self.storage_url, "trials": self.trials, "heartbeat": self.heartbeat, "run_tag": self.run_tag}
 
     def spec(self, name: str) -> ModelSpec:
         """The model (or pretrain entry) called ``name``."""
@@ -179,8 +232,11 @@ class Runner:
         raise CrossRecError(f"no model or pretrain entry named {name!r}", f"use one of {[m.name for m in self.exp.models]}")
 
     # .................................................................. data
-    def datamodule(self, spec: ModelSpec, seed: int):
-        data = deep_merge(self.exp.data, {"init_args": spec.data} if spec.data else {})
+    def datamodule(self, spec: ModelSpec | None, seed: int, overrides: dict | None = None):
+        """The set-up DataModule of ``spec`` for ``seed`` (None: the experiment's own data);
+        ``overrides`` are searched ``data.`` arguments."""
+        changes = deep_merge((spec.data if spec else None) or {}, overrides or {})
+        data = deep_merge(self.exp.data, {"init_args": changes} if changes else {})
         data = substitute(data, {"seed": seed})
         # the phase only selects what the training loader serves: models that differ only in it
         # share one loaded and split DataModule (models run one after another)
@@ -194,7 +250,7 @@ class Runner:
         if hasattr(dm, "set_phase"):
             dm.set_phase(phase or "target")
         elif phase is not None:
-            raise CrossRecError(f"model {spec.name!r} sets a phase but {type(dm).__name__} has none", "use a CrossDomainDataModule for phases")
+            raise CrossRecError(f"model {spec.name if spec else '(data)'!r} sets a phase but {type(dm).__name__} has none", "use a CrossDomainDataModule for phases")
         return dm
 
     # .................................................................. references between runs
@@ -219,38 +275,105 @@ class Runner:
         return self.exp.tune == "each_seed" or seed == self._first_seed
 
     def choose(self, spec: ModelSpec, seed: int, *, tune: bool) -> dict:
-        """Train the grid (or the choice made on the first seed) and keep the best by validation."""
+        """Search the model's arguments on validation (its study), or train the choice made on the
+        first seed, and keep the best trial by validation. The test split is not read here."""
         if (spec.name, seed) in self._best:
             return self._best[(spec.name, seed)]
+        space = spec.space()
         if not tune and spec.name in self._chosen:
-            candidates = [self._chosen[spec.name]]
+            best = self.trial(spec, self._chosen[spec.name], seed)
+        elif space:
+            best = self.search(spec, space, seed)
         else:
-            candidates = spec.grid_points()
-        trials = [self.trial(spec, hp, seed) for hp in candidates]
-        best = self.pick_best(trials)
+            best = self.trial(spec, spec.grid_points()[0], seed)
         self._chosen.setdefault(spec.name, best["hp"])
         self._best[(spec.name, seed)] = best
         return best
 
-    def pick_best(self, trials: list[dict]) -> dict:
-        """The trial with the best validation score; the first of equals, in grid order."""
-        return (max if self.exp.mode == "max" else min)(trials, key=lambda r: r["best_score"])
+    def needs_search(self, spec: ModelSpec, seed: int) -> bool:
+        """Whether ``choose`` runs a study for (spec, seed)."""
+        return self._tune_now(seed) and bool(spec.space())
 
     def candidates(self, spec: ModelSpec, seed: int) -> list[dict] | None:
-        """The grid points ``choose`` trains for (spec, seed), or None while they depend on the
-        first seed's choice (grid models with ``tune: first_seed``, before that seed ran)."""
-        if self._tune_now(seed):
-            return spec.grid_points()
+        """The one point ``choose`` trains for (spec, seed) without a study, or None while it
+        depends on a study's choice (the tuning seed's, for ``tune: first_seed``)."""
+        if self.needs_search(spec, seed):
+            return None
         if spec.name in self._chosen:
             return [self._chosen[spec.name]]
-        points = spec.grid_points()
-        return points if len(points) == 1 else None
+        return None if spec.space() else spec.grid_points()
+
+    # .................................................................. the search
+    def storage(self):
+        if self._storage is None:
+            if self.storage_url.startswith("sqlite:///"):
+                self.out.mkdir(parents=True, exist_ok=True)
+            self._storage = open_storage(self.storage_url, self.heartbeat)
+        return self._storage
+
+    def budget(self, spec: ModelSpec) -> int:
+        return spec.space().budget(self.trials or spec.trials or self.exp.trials)
+
+    def search(self, spec: ModelSpec, space: SearchSpace, seed: int) -> dict:
+        """Run (or join, or read back) the model's study on ``seed`` and return the best trial's
+        record. Every trial trains with early stopping on validation; the study's choice is the
+        best validation score, the first in grid/trial order among equals."""
+        import optuna
+
+        quiet_optuna()
+        dm = self.datamodule(spec, seed)
+        identity = {
+            "model": spec.class_path,
+            "init_args": spec.init_args,
+            "callbacks": spec.callbacks,
+            "data": dm.fingerprint(),
+            "trainer": deep_merge(self.exp.trainer, spec.trainer),
+            "monitor": [self.exp.monitor, self.exp.mode, self.exp.early_stopping],
+            "space": space.raw,
+            "pruner": None if space.is_grid else self.exp.pruner,
+            "code": self._code_version,
+            "tag": self.run_tag,
+        }
+        name = study_name(self.exp.name, spec.name, seed, identity)
+        # grids give the table they always gave: every point trains to the end
+        pruner = optuna.pruners.MedianPruner(**self.exp.pruner) if self.exp.pruner and not space.is_grid else optuna.pruners.NopPruner()
+        study = optuna.create_study(
+            storage=self.storage(), study_name=name, direction="maximize" if self.exp.mode == "max" else "minimize",
+            sampler=space.sampler(sampler_seed(spec.name, seed)), pruner=pruner, load_if_exists=True,
+        )
+        budget = space.budget(self.trials or spec.trials or self.exp.trials)
+        started = time.perf_counter()
+
+        def objective(trial) -> float:
+            record = self.trial(spec, space.suggest(trial), seed, optuna_trial=trial)
+            trial.set_user_attr("trial", record["key"])
+            return record["best_score"]
+
+        def said(frozen) -> None:
+            state = frozen.state.name.lower()
+            value = "" if frozen.value is None else f" val={frozen.value:.5f}"
+            self._say(f"  {spec.name} seed={seed} trial {frozen.number} {state}{value} {space.hp_of(frozen) if frozen.params else ''}", started, 0, 0, eta=False)
+
+        finished = run_study(study, objective, budget, on_trial=said if self.progress else None)
+        chosen = best_trial(space, finished, self.exp.mode)
+        self._studies[(spec.name, seed)] = {
+            "study": name,
+            "trials": sum(t.state.name == "COMPLETE" for t in finished),
+            "pruned": sum(t.state.name == "PRUNED" for t in finished),
+        }
+        # the record behind the choice: from the trial cache, or trained here when another
+        # process (another machine) trained it for the shared study
+        return self.trial(spec, space.hp_of(chosen), seed)
 
     # .................................................................. one trial
-    def trial(self, spec: ModelSpec, hp: dict, seed: int) -> dict:
-        dm = self.datamodule(spec, seed)
-        trainer_cfg = deep_merge(self.exp.trainer, spec.trainer)
-        model_args = self.resolve(deep_merge(spec.init_args, hp), seed)
+    def trial(self, spec: ModelSpec, hp: dict, seed: int, *, optuna_trial=None) -> dict:
+        """Train one point ``hp`` of ``spec`` for ``seed`` (or read it from the cache) and return its
+        record. Inside a study (``optuna_trial``) the validation curve is reported to the trial and a
+        hopeless fit is pruned: ``optuna.TrialPruned`` leaves this method, its record kept."""
+        model_hp, data_hp, trainer_hp = split_hp(hp)
+        dm = self.datamodule(spec, seed, data_hp)
+        trainer_cfg = deep_merge(deep_merge(self.exp.trainer, spec.trainer), trainer_hp)
+        model_args = self.resolve(deep_merge(spec.init_args, model_hp), seed)
         callbacks = self.resolve(spec.callbacks, seed)
         identity = {
             "model": spec.class_path,
@@ -265,16 +388,39 @@ class Runner:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         tdir = self.out / "trials" / _slug(spec.name) / key
         record_path = tdir / "trial.json"
-        if (self.cache or key in self._fresh) and record_path.exists() and (tdir / "best.ckpt").exists():
-            return json.loads(record_path.read_text())
+        if (self.cache or key in self._fresh) and record_path.exists():
+            record = json.loads(record_path.read_text())
+            # a cached trial tells the study what its fit told it, so the study decides as before
+            if optuna_trial is None and not record.get("pruned") and (tdir / "best.ckpt").exists():
+                return record
+            if optuna_trial is not None and ((tdir / "best.ckpt").exists() or record.get("pruned")):
+                if replay(optuna_trial, record.get("curve", []), bool(record.get("pruned"))):
+                    return record
+            # a pruned trial asked for in full (the pruner now lets it on, or outside a study): train it
         for stale in ("test.json", "test_per_user.csv.gz"):  # tested weights that are about to be replaced
             (tdir / stale).unlink(missing_ok=True)
 
         pl.seed_everything(seed, workers=True, verbose=False)
         model = self.build_model(spec, model_args, dm)
         trainer = self.trainer(trainer_cfg, callbacks, spec, tdir, seed, hp, key)
+        pruning = None
+        if optuna_trial is not None:
+            pruning = PruneOnValidation(optuna_trial, self.exp.monitor)
+            trainer.callbacks.append(pruning)
         started = time.perf_counter()
-        trainer.fit(model, datamodule=dm)
+        try:
+            trainer.fit(model, datamodule=dm)
+        except TrialPruned:
+            ckpt = trainer.checkpoint_callback
+            record = {
+                "key": key, "model": spec.name, "class_path": spec.class_path, "hp": hp, "seed": seed, "pruned": True,
+                "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+                "epochs_run": int(trainer.current_epoch), "fit_seconds": time.perf_counter() - started,
+                "curve": pruning.curve, "checkpoint": str((tdir / "best.ckpt").relative_to(self.out)),
+            }
+            atomic_write_text(record_path, json.dumps(record, indent=2))
+            self._fresh.add(key)
+            raise
         fit_seconds = time.perf_counter() - started
         ckpt = trainer.checkpoint_callback
         saved_after_epoch = 1  # ModelCheckpoint stores the index of the epoch it saved in
@@ -309,6 +455,8 @@ class Runner:
             # what callbacks concluded, e.g. the negative-transfer guard's verdict
             "signals": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("guard/")},
         }
+        if pruning is not None:
+            record["curve"] = pruning.curve
         atomic_write_text(record_path, json.dumps(record, indent=2))
         self._fresh.add(key)
         return record
@@ -350,7 +498,7 @@ class Runner:
         test_json, per_user_csv = tdir / "test.json", tdir / "test_per_user.csv.gz"
         if (self.cache or record["key"] in self._fresh) and test_json.exists() and per_user_csv.exists():
             return json.loads(test_json.read_text()), pd.read_csv(per_user_csv, dtype={"user": str})
-        dm = self.datamodule(spec, record["seed"])
+        dm = self.datamodule(spec, record["seed"], split_hp(record["hp"])[1])
         cls = import_class(spec.class_path)
         model = _load_checkpoint(cls, self.out / record["checkpoint"])
         metrics = quiet_trainer().test(model, datamodule=dm, verbose=False)[0]
@@ -370,6 +518,7 @@ class Runner:
         exp = self.exp
         set_num_threads(self.num_threads())
         self._first_seed = seeds[0]
+        self.diagnosis = self.diagnose(seeds[0])
         plan = [(seed, spec) for seed in seeds for spec in exp.models]
         rows, per_user_frames = [], []
         started = time.perf_counter()
@@ -389,6 +538,9 @@ class Runner:
                     metric, _, k = name.partition("@")
                     rows.append({**common, "split": split, "metric": metric, "k": int(k) if k else None, "value": value})
             fit = {"fit_seconds": best["fit_seconds"], "best_epoch": best["best_epoch"], **best.get("signals", {})}
+            study = self._studies.get((spec.name, seed))
+            if study:  # the search behind the choice (tuning seed): trials trained and pruned
+                fit.update(search_trials=study["trials"], search_pruned=study["pruned"])
             rows.extend({**common, "split": "fit", "metric": name, "k": None, "value": value} for name, value in fit.items())
             per_user_frames.append(per_user.assign(model=spec.name, seed=seed))
         results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
@@ -397,6 +549,16 @@ class Runner:
         self.write(results, per_user_all)
         self._say(f"done: {len(plan)} runs", started, len(plan), len(plan))
         return results
+
+    def diagnose(self, seed: int) -> str:
+        """Whether transfer can work here, before any training (shared customers, their activity,
+        co-occurrence against popularity on the validation users); printed and put in the summary."""
+        from crossrec_lit.diagnosis import diagnose_transfer, diagnosis_markdown
+
+        text = diagnosis_markdown(diagnose_transfer(self.datamodule(None, seed)), heading_level=2)
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
+        return text
 
     def write(self, results: pd.DataFrame, per_user: pd.DataFrame) -> None:
         from crossrec_lit.evaluation.stats import summary_markdown
@@ -407,14 +569,19 @@ class Runner:
             cols = ["model", "seed", "user"] + [c for c in per_user.columns if c not in ("model", "seed", "user")]
             atomic_write(self.out / "per_user.csv.gz", lambda tmp: per_user[cols].to_csv(tmp, index=False, compression="gzip"))
         text = summary_markdown(results, per_user, title=self.exp.name, metrics=self.exp.summary_metrics, baselines=self.exp.baselines)
+        head, _, tables = text.partition("\n## ")
+        text = f"{head.rstrip()}\n\n{self.diagnosis.strip()}\n\n## {tables}" if tables and self.diagnosis else text
         atomic_write_text(self.out / "summary.md", text)
 
-    def _say(self, message: str, started: float, done: int, total: int) -> None:
+    def _say(self, message: str, started: float, done: int, total: int, *, eta: bool = True) -> None:
         if not self.progress:
             return
         elapsed = time.perf_counter() - started
-        eta = f", about {elapsed / done * (total - done):.0f}s left" if done else ""
-        print(f"{message} ({done} done, {total - done} to go, {elapsed:.0f}s elapsed{eta})", file=sys.stderr, flush=True)
+        if not eta:
+            print(f"{message} ({elapsed:.0f}s)", file=sys.stderr, flush=True)
+            return
+        left = f", about {elapsed / done * (total - done):.0f}s left" if done else ""
+        print(f"{message} ({done} done, {total - done} to go, {elapsed:.0f}s elapsed{left})", file=sys.stderr, flush=True)
 
 
 def run_experiment(
@@ -426,6 +593,9 @@ def run_experiment(
     cache: bool = True,
     progress: bool = True,
     workers: int | None = None,
+    storage: str | None = None,
+    trials: int | None = None,
+    heartbeat: int | None = 60,
 ) -> pd.DataFrame:
     """Run an experiment; returns the tidy results table (also written to ``out``).
 
@@ -433,6 +603,13 @@ def run_experiment(
     ``workers``: processes that train independent trials side by side (default ``CROSSREC_WORKERS``,
     else 1); each uses the config's ``num_threads`` torch threads, so workers x threads should not
     exceed the cores.
+
+    ``storage``: the SQLAlchemy URL of the Optuna storage that holds the models' studies (default
+    ``sqlite:///<out>/studies.db``); processes given the same URL share the studies and split their
+    trials (each may have its own ``out``: a chosen trial another process trained is retrained
+    where its checkpoint is missing, with the same result). ``trials``: every search's budget,
+    overriding the config's (grids keep their points). ``heartbeat``: seconds between a running
+    trial's heartbeats; a trial silent for twice that is failed and queued again (None: off).
     """
     exp = config if isinstance(config, Experiment) else load_experiment(config, smoke=smoke)
     if seeds is None:
@@ -446,9 +623,14 @@ def run_experiment(
     workers = workers_from_env() if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise CrossRecError(f"workers must be a whole number >= 1, got {workers!r}", "pass workers=1 (one process) or up to the number of cores")
+    if trials is not None:
+        _check_budget(trials, "--trials")
+    if heartbeat is not None and (isinstance(heartbeat, bool) or not isinstance(heartbeat, int) or heartbeat < 1):
+        raise CrossRecError(f"heartbeat must be a whole number of seconds >= 1, got {heartbeat!r}", "use e.g. 60, or None for no heartbeat")
     with warnings.catch_warnings():
         filter_known_warnings()
-        return Runner(exp, out, cache=cache, progress=progress).run(seed_list, workers=workers)
+        runner = Runner(exp, out, cache=cache, progress=progress, storage=storage, trials=trials, heartbeat=heartbeat)
+        return runner.run(seed_list, workers=workers)
 
 
 RESULT_COLUMNS = ["model", "protocol", "split", "metric", "k", "seed", "value", "params", "trial"]
@@ -513,7 +695,7 @@ def _load_checkpoint(cls, path: Path, **kwargs):
 
 
 # modules that only format or report results: editing them must not invalidate trained trials
-_REPORTING_ONLY = {"evaluation/stats.py", "reporting.py", "plotting.py", "cli.py"}
+_REPORTING_ONLY = {"evaluation/stats.py", "reporting.py", "plotting.py", "cli.py", "diagnosis.py"}
 
 
 def code_version() -> str:
@@ -542,13 +724,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="apply the config's smoke: overrides (tiny, fast)")
     parser.add_argument("--no-cache", action="store_true", help="retrain even when a cached trial matches")
     parser.add_argument("--workers", type=int, default=None, help="processes training independent trials side by side (default: $CROSSREC_WORKERS, else 1)")
+    parser.add_argument("--trials", type=int, default=None, help="budget of every model's search (default: the config's trials; grids keep their points)")
+    parser.add_argument("--storage", default=None, help="SQLAlchemy URL of the Optuna storage shared by processes (default: sqlite:///<out>/studies.db)")
+    parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a trial's heartbeats; a trial silent for twice that is retried (default 60)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--verbose", action="store_true", help="show Lightning's informational messages")
     args = parser.parse_args(argv)
     if not args.verbose:
         quiet_lightning_logs()
     try:
-        run_experiment(args.config, args.seeds, args.out, smoke=args.smoke, cache=not args.no_cache, progress=not args.quiet, workers=args.workers)
+        run_experiment(
+            args.config, args.seeds, args.out, smoke=args.smoke, cache=not args.no_cache, progress=not args.quiet,
+            workers=args.workers, storage=args.storage, trials=args.trials, heartbeat=args.heartbeat,
+        )
     except CrossRecError as exc:
         print(f"crossrec experiment: error: {exc}", file=sys.stderr)
         return 2

@@ -6,10 +6,12 @@ N such fits run in parallel at nearly N times the throughput, which Lightning's 
 not give us: DDP splits *one* fit across processes and synchronises every step.
 
 :func:`train_in_workers` trains, in a pool of processes, every trial as soon as its inputs are
-known: every grid point of a tuning seed at once; a grid model's other seeds once all of its
-tuning-seed trials are done (the choice is made by the same rule as :meth:`Runner.choose`); a model
+known: a tuned model's study on the tuning seed as one task (its trials run one after another in
+that worker, so a seeded search gives the same trials with any number of workers; studies of
+different models run side by side); a tuned model's other seeds once its study has chosen; a model
 that starts from a pretrained checkpoint (``${pretrained:NAME}``) once the pretrain entry's trials
-for that seed are done. A trial that depends on another model's score (``${baseline:...}``) is left
+for that seed are done. The pool is for independent models on one machine; several machines share
+studies through an Optuna storage instead (``--storage``, see :mod:`crossrec_lit.search`). A trial that depends on another model's score (``${baseline:...}``) is left
 to the calling process. Workers write each trial to the runner's cache exactly as the sequential
 runner would (same key, same folder, same record), and test the trials whose choice is already
 made; the runner then walks its plan as usual and finds them done. Results do not depend on the
@@ -63,25 +65,24 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
         return futures is not None and all(f in processed for f in futures)
 
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(exp, str(runner.out), runner.cache, runner.num_threads())) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(exp, str(runner.out), runner.options(), runner.num_threads())) as pool:
 
         def submit_ready() -> None:
             for item in list(items):
                 spec, seed = item
                 if not all(group_done(ref, seed) for ref in needs[spec.name]):
                     continue
-                points = runner.candidates(spec, seed)
+                study = runner.needs_search(spec, seed)
+                points = [None] if study else runner.candidates(spec, seed)
                 if points is None:
-                    continue  # waits for the choice on the tuning seed
+                    continue  # waits for the study's choice on the tuning seed
                 items.remove(item)
-                test = len(points) == 1 and spec.name not in used  # pretrain entries are never tested
-                groups[(spec.name, seed)] = []
-                for hp in points:
-                    # the choices made and the trials trained so far: a worker that resolves
-                    # ${pretrained:...} must find the pretrain entry's choice and reuse its trial
-                    future = pool.submit(_train, spec.name, hp, seed, test, runner._first_seed, dict(runner._chosen), set(trained))
-                    tasks[future] = (spec.name, hp, seed)
-                    groups[(spec.name, seed)].append(future)
+                test = spec.name not in used  # pretrain entries are never tested
+                # the choices made and the trials trained so far: a worker that resolves
+                # ${pretrained:...} must find the pretrain entry's choice and reuse its trial
+                future = pool.submit(_train, spec.name, points[0], seed, test, runner._first_seed, dict(runner._chosen), set(trained))
+                tasks[future] = (spec.name, points[0], seed)
+                groups[(spec.name, seed)] = [future]
 
         try:
             submit_ready()
@@ -89,14 +90,11 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
                 finished, _ = cf.wait(list(tasks), return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     name, hp, seed = tasks.pop(future)
-                    record = future.result()  # re-raises a worker's error
-                    trained.add(record["key"])
+                    record, keys = future.result()  # re-raises a worker's error
+                    trained |= keys
                     processed.add(future)
-                    _say(runner, f"trained {name} seed={seed}" + (f" {hp}" if hp else ""), started, len(trained), len(tasks))
-                    if runner._tune_now(seed) and group_done(name, seed):
-                        # the choice the runner makes: first best of the grid, in grid order
-                        best = runner.pick_best([f.result() for f in groups[(name, seed)]])
-                        runner._chosen.setdefault(name, best["hp"])
+                    _say(runner, f"trained {name} seed={seed} " + (str(record["hp"]) if hp is None else str(hp or "")), started, len(trained), len(tasks))
+                    runner._chosen.setdefault(name, record["hp"])  # a study's choice, for the later seeds
                 submit_ready()
         except BaseException:
             for future in tasks:
@@ -115,7 +113,7 @@ def _references(spec) -> dict[str, set[str]]:
     return out
 
 
-def _start_worker(exp, out: str, cache: bool, num_threads: int | None) -> None:
+def _start_worker(exp, out: str, options: dict, num_threads: int | None) -> None:
     global _RUNNER
     from crossrec_lit.experiment import Runner
     from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs, set_num_threads
@@ -123,19 +121,22 @@ def _start_worker(exp, out: str, cache: bool, num_threads: int | None) -> None:
     filter_known_warnings()
     quiet_lightning_logs()
     set_num_threads(num_threads)
-    _RUNNER = Runner(exp, out, cache=cache, progress=False)
+    _RUNNER = Runner(exp, out, progress=False, **options)
 
 
-def _train(name: str, hp: dict, seed: int, test: bool, first_seed: int, chosen: dict, trained: set[str]) -> dict:
+def _train(name: str, hp: dict | None, seed: int, test: bool, first_seed: int, chosen: dict, trained: set[str]) -> tuple[dict, set[str]]:
+    """Train one point ``hp`` of model ``name``, or with ``hp=None`` run its study; returns the
+    chosen record and the keys of the trials trained here."""
     runner = _RUNNER
     runner._first_seed = first_seed
     runner._chosen.update(chosen)
     runner._fresh |= trained  # reused even with cache=False: they were trained in this run
+    before = set(runner._fresh)
     spec = runner.spec(name)
-    record = runner.trial(spec, hp, seed)
+    record = runner.choose(spec, seed, tune=True) if hp is None else runner.trial(spec, hp, seed)
     if test:
         runner.test(spec, record)
-    return record
+    return record, (runner._fresh - before) | {record["key"]}
 
 
 def _say(runner, message: str, started: float, done: int, running: int) -> None:
