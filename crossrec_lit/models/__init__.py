@@ -2,6 +2,7 @@
 
 from crossrec_lit.models.base import RecommenderModule
 from crossrec_lit.models.baselines import CrossDomainCooccurrence, OverlapPopularity, Popularity, RandomScores, TargetOnlyMF
+from crossrec_lit.models.blend import BlendRanker
 from crossrec_lit.models.cmf import CMF
 from crossrec_lit.models.conet import CoNet
 from crossrec_lit.models.cross_domain import CrossDomainModule
@@ -14,6 +15,7 @@ from crossrec_lit.models.text import TextTwoTower
 
 __all__ = [
     "BPRMF",
+    "BlendRanker",
     "CMF",
     "CoNet",
     "CrossDomainCooccurrence",
