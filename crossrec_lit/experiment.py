@@ -160,6 +160,41 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
     return exp
 
 
+def with_pair(exp: Experiment, source: str, target: str) -> Experiment:
+    """The same experiment on another pair of stores: the DataModule's ``source_domain`` and
+    ``target_domain``, and the stores a loader reads (``domains``), become ``source`` -> ``target``.
+    One config then serves every directed pair of a data set (``--pair Sports:Beauty``)."""
+    import copy
+
+    args = (exp.data or {}).get("init_args") or {}
+    if "source_domain" not in args or "target_domain" not in args:
+        raise CrossRecError("this experiment's data names no source_domain/target_domain to replace", "use --pair with a CrossDomainDataModule config")
+    if source == target:
+        raise CrossRecError(f"--pair needs two different stores, got {source}:{target}", "write --pair SOURCE:TARGET, e.g. --pair Sports:Toys")
+    out = copy.deepcopy(exp)
+    data = out.data["init_args"]
+    data["source_domain"], data["target_domain"] = source, target
+    loader = (data.get("source") or {}).get("init_args") or {}
+    if "domains" in loader:
+        loader["domains"] = [source, target]
+    out.name = f"{exp.name} [{source} -> {target}]"
+    return out
+
+
+def with_models(exp: Experiment, names: list[str]) -> Experiment:
+    """The experiment with only the models named (in config order); baselines not kept are dropped."""
+    import copy
+
+    known = [m.name for m in exp.models]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CrossRecError(f"--models names unknown model(s) {unknown}", f"use names from the config: {known}")
+    out = copy.deepcopy(exp)
+    out.models = [m for m in out.models if m.name in names]
+    out.baselines = [b for b in out.baselines if b in names]
+    return out
+
+
 def _check_budget(value, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise CrossRecError(f"{where} must be a whole number >= 1, got {value!r}", "give the number of trials each search may train, e.g. 30")
@@ -727,14 +762,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=None, help="budget of every model's search (default: the config's trials; grids keep their points)")
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL of the Optuna storage shared by processes (default: sqlite:///<out>/studies.db)")
     parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a trial's heartbeats; a trial silent for twice that is retried (default 60)")
+    parser.add_argument("--pair", default=None, metavar="SOURCE:TARGET", help="run the config on another directed pair of stores, e.g. Sports:Toys")
+    parser.add_argument("--models", default=None, help="comma-separated names of the config's models to run (default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--verbose", action="store_true", help="show Lightning's informational messages")
     args = parser.parse_args(argv)
     if not args.verbose:
         quiet_lightning_logs()
     try:
+        config = load_experiment(args.config, smoke=args.smoke)
+        if args.pair:
+            source, sep, target = args.pair.partition(":")
+            if not sep or not source or not target:
+                raise CrossRecError(f"--pair {args.pair!r} is not SOURCE:TARGET", "write e.g. --pair Sports:Toys")
+            config = with_pair(config, source, target)
+        if args.models:
+            config = with_models(config, [n.strip() for n in args.models.split(",") if n.strip()])
         run_experiment(
-            args.config, args.seeds, args.out, smoke=args.smoke, cache=not args.no_cache, progress=not args.quiet,
+            config, args.seeds, args.out, cache=not args.no_cache, progress=not args.quiet,
             workers=args.workers, storage=args.storage, trials=args.trials, heartbeat=args.heartbeat,
         )
     except CrossRecError as exc:

@@ -164,7 +164,9 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
     fit = results[results["split"] == "fit"].groupby(["model", "metric"])["value"].mean()
     lines = [f"## {protocol}", ""]
     extra = f" {metrics[0]} vs {strongest}: diff (p Holm) |" if strongest else ""
-    lines += ["| model | " + " | ".join(metrics) + " | best epoch | fit s |" + extra, "|" + "---|" * (len(metrics) + 3 + bool(strongest))]
+    searched = "search_trials" in set(fit.index.get_level_values("metric"))
+    search_head = " search: trials (pruned) |" if searched else ""
+    lines += ["| model | " + " | ".join(metrics) + " | best epoch | fit s |" + search_head + extra, "|" + "---|" * (len(metrics) + 3 + searched + bool(strongest))]
     for model in models:
         cells = []
         for m in metrics:
@@ -177,6 +179,9 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
                 cell += "".join(f" v{present.index(b) + 1}" for b in sig.loc[sig["mean_diff"] < 0, "baseline"])
             cells.append(cell)
         line = f"| {model} | " + " | ".join(cells) + f" | {fit.get((model, 'best_epoch'), float('nan')):.0f} | {fit.get((model, 'fit_seconds'), float('nan')):.1f} |"
+        if searched:  # the tuning seed's study: trials trained to the end, and those stopped early
+            n = fit.get((model, "search_trials"))
+            line += " - |" if n is None or pd.isna(n) else f" {n + fit.get((model, 'search_pruned'), 0):.0f} ({fit.get((model, 'search_pruned'), 0):.0f}) |"
         if strongest:
             t = tests[(tests["model"] == model) & (tests["baseline"] == strongest) & (tests["metric"] == metrics[0])] if not tests.empty else tests
             line += f" {t['mean_diff'].iloc[0]:+.4f} ({_p(t['p_holm'].iloc[0])}) |" if len(t) else " - |"
