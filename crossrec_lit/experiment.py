@@ -347,6 +347,8 @@ class Runner:
         return self._storage
 
     def budget(self, spec: ModelSpec) -> int:
+        """Trials of the model's study: ``--trials``, else the model's ``trials``, else the
+        experiment's; a grid's number of points."""
         return spec.space().budget(self.trials or spec.trials or self.exp.trials)
 
     def search(self, spec: ModelSpec, space: SearchSpace, seed: int) -> dict:
@@ -376,7 +378,7 @@ class Runner:
             storage=self.storage(), study_name=name, direction="maximize" if self.exp.mode == "max" else "minimize",
             sampler=space.sampler(sampler_seed(spec.name, seed)), pruner=pruner, load_if_exists=True,
         )
-        budget = space.budget(self.trials or spec.trials or self.exp.trials)
+        budget = self.budget(spec)
         started = time.perf_counter()
 
         def objective(trial) -> float:

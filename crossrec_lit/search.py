@@ -112,7 +112,6 @@ class SearchSpace:
         return int(frozen.params[GRID_POINT]) if self.is_grid else frozen.number
 
 
-
 class _TrialSeeded:
     """A sampler whose random draws are seeded by (seed, trial number), not one stream per process.
 

@@ -17,36 +17,20 @@ import pytest
 import yaml
 
 from pg_server import postgres_url  # noqa: F401  (a pytest fixture)
+from test_search import BASE
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 
 def config(tmp_path: Path, name: str, trials: int, callbacks: list | None = None) -> Path:
-    exp = {
-        "name": name,
-        "protocol": "P1",
-        "num_threads": 1,
-        "monitor": "val/ndcg@10",
-        "pruner": None,  # every trial trains to the end: the counts below are exact
-        "data": {
-            "class_path": "crossrec_lit.data.InteractionDataModule",
-            "init_args": {
-                "source": {"class_path": "crossrec_lit.data.Synthetic", "init_args": {"n_users": 300, "n_items": [120, 100], "seed": 0}},
-                "domain": "B", "batch_size": 256, "num_negatives": 2, "seed": "${seed}",
-            },
-        },
-        "trainer": {"max_epochs": 3, "check_val_every_n_epoch": 1},
-        "baselines": ["Popularity"],
-        "models": [
-            {"name": "Popularity", "class_path": "crossrec_lit.models.Popularity", "trainer": {"max_epochs": 1}},
-            {
-                "name": "BPR-MF", "class_path": "crossrec_lit.models.BPRMF", "init_args": {"embedding_dim": 16},
-                "search": {"lr": {"low": 1e-3, "high": 0.05, "log": True}, "embedding_dim": [8, 16, 32]},
-                "trials": trials, "callbacks": callbacks or [],
-            },
-        ],
+    searched = {
+        **BASE["models"][1],
+        "search": {"lr": {"low": 1e-3, "high": 0.05, "log": True}, "embedding_dim": [8, 16, 32]},
+        "trials": trials, "callbacks": callbacks or [],
     }
+    # pruner null: every trial trains to the end, so the counts below are exact
+    exp = {**BASE, "name": name, "pruner": None, "trainer": {"max_epochs": 3, "check_val_every_n_epoch": 1}, "models": [BASE["models"][0], searched]}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(exp, sort_keys=False))
     return path

@@ -310,11 +310,7 @@ class CrossDomainCooccurrence(OverlapPopularity):
         self.history_items = torch.from_numpy(history.indices.astype(np.int64)).to(self.cooc_indptr.device)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # the sparse buffers' lengths depend on the data: take the saved shapes before copying
-        for name in self._SIZED_BUFFERS:
-            saved = state_dict.get(prefix + name)
-            if isinstance(saved, torch.Tensor):
-                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        take_saved_shapes(self, state_dict, prefix, self._SIZED_BUFFERS)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def full_scores(self, users):
@@ -354,6 +350,15 @@ def shared_users(datamodule) -> np.ndarray:
     """Users with training interactions in both the source and the target store (sorted)."""
     idx = datamodule.index
     return np.intersect1d(idx.users_with(datamodule.source_domain, "train"), idx.users_with(datamodule.target_domain, "train"))
+
+
+def take_saved_shapes(module: torch.nn.Module, state_dict: dict, prefix: str, names) -> None:
+    """Resize ``module``'s buffers ``names`` to the shapes saved in ``state_dict``: buffers whose
+    length depends on the data (sparse counts) must take the saved shape before the copy."""
+    for name in names:
+        saved = state_dict.get(prefix + name)
+        if isinstance(saved, torch.Tensor):
+            setattr(module, name, torch.empty_like(saved, device=getattr(module, name).device))
 
 
 def _csr_gather(indptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from crossrec_lit.errors import CrossRecError
-from crossrec_lit.models.baselines import CrossDomainCooccurrence, _CountingModel, _cross_domains, _csr_gather
+from crossrec_lit.models.baselines import CrossDomainCooccurrence, _CountingModel, _cross_domains, _csr_gather, take_saved_shapes
 
 #: Signals scoring (user, item) pairs; the user-level ones only say how far to trust the others.
 ITEM_SIGNALS = ("popularity", "overlap_popularity", "cooccurrence", "target_item_knn", "text_similarity")
@@ -196,11 +196,7 @@ class _Signals(nn.Module):
             self.target_text = torch.from_numpy(np.ascontiguousarray(text[1], dtype=np.float32))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # lengths depend on the data: take the saved shapes before copying
-        for name in self._SIZED:
-            saved = state_dict.get(prefix + name)
-            if isinstance(saved, torch.Tensor):
-                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        take_saved_shapes(self, state_dict, prefix, self._SIZED)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     # -------------------------------------------------------------- scoring
