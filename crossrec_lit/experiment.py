@@ -4,13 +4,15 @@
 
 writes ``<out>/results.csv`` (model, protocol, split, metric, k, seed, value, params),
 ``<out>/per_user.csv.gz`` (every test user's metric values, for paired tests),
-``<out>/summary.md`` (mean +/- std over seeds, with paired tests against the baselines) and
-Lightning CSV logs under ``<out>/logs``.
+``<out>/summary.md`` (a data diagnosis, then mean +/- std over seeds with Holm-corrected paired
+tests against the baselines), ``<out>/studies.db`` (the models' Optuna studies) and Lightning CSV
+logs under ``<out>/logs``.
 
-For every seed and model, each point of the model's hyperparameter grid is trained with the
-best epoch kept by validation (``monitor``); the grid point with the best validation score is
-then evaluated on the test split, which nothing else ever looks at. With ``tune: first_seed``
-(the default) the grid is searched on the first seed only and its winner reused for the others.
+A model with ``search:`` (or a ``grid:`` of several points) is tuned by an Optuna study on the
+validation split (:mod:`crossrec_lit.search`): every trial keeps its best epoch by validation
+(``monitor``), hopeless trials are pruned, and the best trial is then evaluated on the test split,
+which nothing else ever looks at. With ``tune: first_seed`` (the default) the study runs on the
+first seed only and its choice is reused for the others.
 
 Trials are cached under ``<out>/trials`` by a key of (model config, data fingerprint, seed,
 trainer settings, code version): re-running an unchanged experiment reuses every result. Each row of
