@@ -11,10 +11,11 @@ that worker, so a seeded search gives the same trials with any number of workers
 different models run side by side); a tuned model's other seeds once its study has chosen; a model
 that starts from a pretrained checkpoint (``${pretrained:NAME}``) once the pretrain entry's trials
 for that seed are done. The pool is for independent models on one machine; several machines share
-studies through an Optuna storage instead (``--storage``, see :mod:`crossrec_lit.search`). A trial that depends on another model's score (``${baseline:...}``) is left
-to the calling process. Workers write each trial to the runner's cache exactly as the sequential
-runner would (same key, same folder, same record), and test the trials whose choice is already
-made; the runner then walks its plan as usual and finds them done. Results do not depend on the
+studies through an Optuna storage instead (``--storage``, see :mod:`crossrec_lit.search`). A trial
+that depends on another model's score (``${baseline:...}``) is left to the calling process.
+Workers write each trial to the runner's cache exactly as the sequential runner would (same key,
+same folder, same record), and test the trials whose choice is already made; the runner then walks
+its plan as usual and finds them done. Results do not depend on the
 number of workers: every trial seeds itself, and the DataModules are rebuilt from seeded configs in
 each process.
 
