@@ -231,19 +231,26 @@ def open_storage(url: str, heartbeat: int | None = 60) -> optuna.storages.BaseSt
     if url.startswith("sqlite"):
         # worker processes write one SQLite file; wait for the lock rather than fail
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    try:
-        with warnings.catch_warnings():
-            # heartbeats are "experimental" in Optuna 5 and say so on every storage
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat,
-                grace_period=None if heartbeat is None else 2 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat else None,
-            )
-    except Exception as exc:  # SQLAlchemy raises many kinds: bad URL, missing driver, refused connection
-        raise CrossRecError(f"cannot open the study storage {url!r}: {type(exc).__name__}: {exc}", "pass an SQLAlchemy URL that this machine reaches, e.g. sqlite:///runs/x/studies.db or postgresql://user@host/db") from None
+    attempts = 3
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                # heartbeats are "experimental" in Optuna 5 and say so on every storage
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=None if heartbeat is None else 2 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat else None,
+                )
+        except Exception as exc:  # SQLAlchemy raises many kinds: bad URL, missing driver, refused connection
+            # processes that start together on an empty database race to create Optuna's schema
+            # (PostgreSQL: duplicate key on CREATE TYPE); the loser finds it made on a second try
+            if attempt + 1 < attempts and type(exc).__name__ in ("IntegrityError", "ProgrammingError", "OperationalError"):
+                time.sleep(1.0 + attempt)
+                continue
+            raise CrossRecError(f"cannot open the study storage {url!r}: {type(exc).__name__}: {exc}", "pass an SQLAlchemy URL that this machine reaches, e.g. sqlite:///runs/x/studies.db or postgresql://user@host/db") from None
 
 
 def study_name(experiment: str, model: str, seed: int, identity: dict) -> str:
@@ -298,7 +305,9 @@ def run_study(
             return list(finished)
         # other processes still run trials of this study: wait for them; a dead one's trial is
         # failed here once its heartbeat is stale, and its retry queued for whoever comes next
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # as in open_storage
+            optuna.storages.fail_stale_trials(study)
         time.sleep(poll_seconds)
 
 
