@@ -429,12 +429,13 @@ class Runner:
         record_path = tdir / "trial.json"
         if (self.cache or key in self._fresh) and record_path.exists():
             record = json.loads(record_path.read_text())
-            # a cached trial tells the study what its fit told it, so the study decides as before
-            if optuna_trial is None and not record.get("pruned") and (tdir / "best.ckpt").exists():
-                return record
-            if optuna_trial is not None and ((tdir / "best.ckpt").exists() or record.get("pruned")):
-                if replay(optuna_trial, record.get("curve", []), bool(record.get("pruned"))):
+            pruned, kept = bool(record.get("pruned")), (tdir / "best.ckpt").exists()
+            if optuna_trial is None:
+                if kept and not pruned:
                     return record
+            # a cached trial tells the study what its fit told it, so the study decides as before
+            elif (kept or pruned) and replay(optuna_trial, record.get("curve", []), pruned):
+                return record
             # a pruned trial asked for in full (the pruner now lets it on, or outside a study): train it
         for stale in ("test.json", "test_per_user.csv.gz"):  # tested weights that are about to be replaced
             (tdir / stale).unlink(missing_ok=True)

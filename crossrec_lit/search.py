@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import time
 import warnings
@@ -46,7 +45,6 @@ from crossrec_lit.errors import CrossRecError
 
 __all__ = ["PruneOnValidation", "SearchSpace", "open_storage", "run_study", "study_name"]
 
-log = logging.getLogger("crossrec_lit.search")
 SECTIONS = ("data", "trainer")  # prefixes of arguments that are not the model's
 GRID_POINT = "grid_point"  # the parameter name of a list-form grid (points are not cartesian)
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
