@@ -300,7 +300,10 @@ def run_study(
             study.optimize(guarded, catch=(SurplusTrial,), callbacks=[stop_at_budget])
             continue
         if len(finished) >= budget and len(finished) == len(live):
-            return list(finished)
+            # a study run before with a larger budget: its first `budget` trials are exactly what a
+            # fresh run with this budget draws (the sampler is seeded per trial number), so the
+            # choice is made among those, not among trials this budget would never have run
+            return sorted(finished, key=lambda t: t.number)[:budget]
         # other processes still run trials of this study: wait for them; a dead one's trial is
         # failed here once its heartbeat is stale, and its retry queued for whoever comes next
         with warnings.catch_warnings():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -143,6 +144,24 @@ def test_a_larger_budget_continues_the_study(searched, tmp_path):
     assert len(trials) == 7
     after = {p.parent.name for p in (copy / "trials" / "BPR-MF").glob("*/trial.json")}
     assert len(after - before) <= 2  # the first five came from the study and the trial cache
+
+
+@pytest.mark.slow
+def test_a_smaller_budget_chooses_among_its_own_first_trials(searched, tmp_path):
+    """A study that ran 5 trials, asked again with a budget of 3, gives what a fresh 3-trial run
+    gives: the choice is never made among trials the smaller budget would not have run."""
+    import shutil
+
+    config, out, _ = searched
+    copy = tmp_path / "c"
+    shutil.copytree(out, copy)
+    reused = run_experiment(config, 1, copy, progress=False, trials=3)
+    fresh = run_experiment(config, 1, tmp_path / "fresh", progress=False, trials=3)
+    assert len(studies(copy, "BPR-MF")) == 5  # nothing new trained or dropped
+    rows = lambda r: r[(r["model"] == "BPR-MF") & ~r["metric"].str.endswith("seconds")].drop(columns="trial").sort_values(["split", "metric", "k"]).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(rows(reused), rows(fresh))
+    fit = rows(reused).set_index("metric")["value"]
+    assert fit["search_trials"] + fit["search_pruned"] == 3
 
 
 @pytest.mark.slow

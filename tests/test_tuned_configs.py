@@ -22,7 +22,7 @@ def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["coldstart_tuned.yaml", "warm_tuned.yaml"])
+@pytest.mark.parametrize("config", ["case_study_coldstart.yaml", "warm_tuned.yaml"])
 def test_tuned_config_smoke_on_a_pair_from_the_command_line(tmp_path, config):
     out = tmp_path / "out"
     proc = run_cli("--config", str(CONFIGS / config), "--smoke", "--seeds", "2", "--pair", "Toys:Beauty", "--out", str(out))
@@ -40,7 +40,7 @@ def test_tuned_config_smoke_on_a_pair_from_the_command_line(tmp_path, config):
 
 
 def test_pair_and_model_selection():
-    exp = load_experiment(CONFIGS / "coldstart_tuned.yaml")
+    exp = load_experiment(CONFIGS / "case_study_coldstart.yaml")
     other = with_pair(exp, "Sports", "Beauty")
     args = other.data["init_args"]
     assert (args["source_domain"], args["target_domain"], args["source"]["init_args"]["domains"]) == ("Sports", "Beauty", ["Sports", "Beauty"])
@@ -56,7 +56,7 @@ def test_pair_and_model_selection():
 
 
 def test_bad_pair_on_the_command_line_is_one_line(tmp_path):
-    proc = run_cli("--config", str(CONFIGS / "coldstart_tuned.yaml"), "--pair", "Beauty-Toys", "--out", str(tmp_path))
+    proc = run_cli("--config", str(CONFIGS / "case_study_coldstart.yaml"), "--pair", "Beauty-Toys", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "crossrec experiment: error: --pair 'Beauty-Toys' is not SOURCE:TARGET. Fix: write e.g. --pair Sports:Toys."
     assert not any(tmp_path.iterdir())  # nothing half-written
