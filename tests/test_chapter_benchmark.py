@@ -18,6 +18,7 @@ SMOKE = {
     "seeds_p1": 1,
     "seeds_p2": 1,
     "seeds_p3": 1,
+    "trials_p2": 2,
     "demo_n_users": 1000,
     "demo_epochs": 8,
     "demo_seeds": 2,
@@ -26,7 +27,7 @@ SMOKE = {
 MARKS = {"", "▲", "▼", "●"}
 # every model each config's smoke section trains (P3's four settings carry their own labels)
 P1_MODELS = {"Popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)", "CMF", "DTCDR"}
-P2_MODELS = {"Popularity", "Overlap popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)", "CMF", "EMCDR", "PTUPCDR", "CoNet", "DTCDR"}
+P2_MODELS = {"Popularity", "Overlap popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)", "CMF", "EMCDR", "PTUPCDR", "CoNet", "DTCDR", "Blend"}
 
 
 def check_benchmark(rec: dict, params: dict) -> None:

@@ -3,9 +3,10 @@
 The chapter runs ``configs/case_study_coldstart.yaml`` with ``run_experiment`` on the Amazon
 Beauty and Toys stores when their files are found. ``test_smoke`` points it at a folder that does
 not exist, so it must fall back to the config's ``smoke:`` section (two small synthetic stores
-named Beauty and Toys, two training epochs) and say so in its record; it writes its experiment
-into ``tmp_path`` so that nothing is cached between test runs. The book build runs the real-data
-version (about 20 minutes of training on one thread, cached by the runner afterwards).
+named Beauty and Toys, two training epochs, two search trials per model) and say so in its record;
+it writes its experiment into ``tmp_path`` so that nothing is cached between test runs. The book
+build runs the real-data version (10 search trials per model on seed 0, five seeds; the runner
+caches every trial afterwards).
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import pytest
 
 from chapter_runner import assert_metric as _assert_metric
 from chapter_runner import smoke
+from crossrec_lit.diagnosis import VERDICTS
 
 pytestmark = pytest.mark.chapter
-SMOKE = {"smoke": True, "seeds": 2, "mf_epochs": 2, "n_customers": 3}
+SMOKE = {"smoke": True, "seeds": 2, "trials": 2, "mf_epochs": 2, "n_customers": 3}
 
 MODELS = [
     "Popularity", "Overlap popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)",
-    "CMF", "EMCDR", "PTUPCDR", "CoNet", "DTCDR",
+    "CMF", "EMCDR", "PTUPCDR", "CoNet", "DTCDR", "Blend",
 ]  # fmt: skip  (the config's models, in its order)
-BASELINES = ("Target-only MF", "Overlap popularity")
+BASELINES = ("Target-only MF", "Overlap popularity", "Co-occurrence")  # compared with every model
+UNSEARCHED = {"Popularity", "Overlap popularity"}  # nothing to search: trained once
 
 
 def check_case_study(rec: dict, params: dict) -> None:
@@ -33,6 +36,7 @@ def check_case_study(rec: dict, params: dict) -> None:
         "data", "smoke", "stores", "n_shared", "split", "warm", "models", "seeds", "n_result_rows", "coldstart",
         "per_seed_ndcg@10", "paired", "beat_overlap", "below_overlap", "beat_target_only", "by_history", "mapping",
         "personal", "shown_model", "hit_rate", "customers", "experiment_seconds", "chapter_seconds", "seed", "mf_epochs",
+        "beat_cooc", "below_cooc", "trials", "search", "blend", "diagnosis_verdict",
     }  # fmt: skip
     assert expected <= rec.keys(), f"missing keys: {sorted(expected - rec.keys())}"
     n_seeds = params["seeds"]
@@ -69,9 +73,31 @@ def check_case_study(rec: dict, params: dict) -> None:
             else:  # 2,073 Amazon customers: folds of 414 and 415
                 assert abs(test["n_users"] - split["n_test_users"] * n_seeds) <= n_seeds
             assert test["verdict"] in ("better", "worse", "no significant difference")
-            assert 0.0 <= test["p_wilcoxon"] <= 1.0
-    for group in ("beat_overlap", "below_overlap", "beat_target_only"):
+            assert 0.0 <= test["p_wilcoxon"] <= test["p_holm"] <= 1.0  # Holm only ever raises a p-value
+            # a verdict needs the adjusted p and the interval to agree
+            if test["verdict"] == "better":
+                assert test["p_holm"] < 0.05 and test["ci_low"] > 0
+            elif test["verdict"] == "worse":
+                assert test["p_holm"] < 0.05 and test["ci_high"] < 0
+            else:
+                assert test["p_holm"] >= 0.05 or test["ci_low"] <= 0 <= test["ci_high"]
+    for group in ("beat_overlap", "below_overlap", "beat_target_only", "beat_cooc", "below_cooc"):
         assert set(rec[group]) <= set(MODELS) - {"Popularity", *BASELINES}
+
+    # the search: every model with a search space used the chapter's budget, on the first seed
+    assert rec["trials"] == params["trials"]
+    for model in MODELS:
+        search = rec["search"][model]
+        if model in UNSEARCHED:
+            assert search["trials"] + search["pruned"] == 0 and search["params"] == {}
+        else:
+            assert search["trials"] + search["pruned"] == params["trials"], model
+            assert search["trials"] >= 1 and search["params"], model  # a complete trial was chosen
+    blend = rec["blend"]
+    assert blend["strongest_count"] in ("Popularity", "Overlap popularity", "Co-occurrence")
+    assert blend["strongest_count"] == max(("Popularity", "Overlap popularity", "Co-occurrence"), key=lambda m: rec["coldstart"][m]["val_ndcg@10"])
+    assert blend["vs_strongest_count"] == rec["paired"]["Blend"][blend["strongest_count"]]
+    assert rec["diagnosis_verdict"] in VERDICTS
 
     # section 2 (warm Toys): metrics in range
     assert set(rec["warm"]) == {"Popularity", "MF (the seed's model)", "BPR-MF"}
@@ -114,4 +140,4 @@ def test_smoke(tmp_path: Path) -> None:
     # beats overlap popularity; observed smoke NDCG@10 0.237 vs 0.227 and 0.379 vs 0.237.
     cold = rec["coldstart"]
     assert cold["Co-occurrence"]["ndcg@10"] > cold["Overlap popularity"]["ndcg@10"]
-    assert "Co-occurrence" in rec["beat_overlap"]
+    assert rec["paired"]["Co-occurrence"]["Overlap popularity"]["verdict"] == "better"
