@@ -27,7 +27,7 @@ SMOKE = {
 MARKS = {"", "▲", "▼", "●"}
 # every model each config's smoke section trains (P3's four settings carry their own labels)
 P1_MODELS = {"Popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)", "CMF", "DTCDR"}
-P2_MODELS = {"Popularity", "Overlap popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)", "CMF", "EMCDR", "PTUPCDR", "CoNet", "DTCDR", "Blend"}
+P2_MODELS = {"Popularity", "Overlap popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)", "CMF", "EMCDR", "PTUPCDR", "Pretrain + fine-tune", "CoNet", "DTCDR", "Blend"}
 
 
 def check_benchmark(rec: dict, params: dict) -> None:

@@ -25,7 +25,7 @@ SMOKE = {"smoke": True, "seeds": 2, "trials": 2, "mf_epochs": 2, "n_customers": 
 
 MODELS = [
     "Popularity", "Overlap popularity", "Co-occurrence", "Target-only MF", "Joint (shared users)",
-    "CMF", "EMCDR", "PTUPCDR", "CoNet", "DTCDR", "Blend",
+    "CMF", "EMCDR", "PTUPCDR", "Pretrain + fine-tune", "CoNet", "DTCDR", "Blend",
 ]  # fmt: skip  (the config's models, in its order)
 BASELINES = ("Target-only MF", "Overlap popularity", "Co-occurrence")  # compared with every model
 UNSEARCHED = {"Popularity", "Overlap popularity"}  # nothing to search: trained once
