@@ -5,7 +5,7 @@ Beauty and Toys stores when their files are found. ``test_smoke`` points it at a
 not exist, so it must fall back to the config's ``smoke:`` section (two small synthetic stores
 named Beauty and Toys, two training epochs, two search trials per model) and say so in its record;
 it writes its experiment into ``tmp_path`` so that nothing is cached between test runs. The book
-build runs the real-data version (10 search trials per model on seed 0, five seeds; the runner
+build runs the real-data version (30 search trials per model on seed 0, five seeds; the runner
 caches every trial afterwards).
 """
 
