@@ -35,7 +35,8 @@ def test_workers_give_the_same_results_as_one_process(two_ways):
     pd.testing.assert_frame_equal(metrics[0], metrics[1])
     # the same trials (keys cover config, data, seed and code), so the same folders; except where a
     # key holds the path of a pretrained checkpoint, which lies in another output folder here
-    same_key = [frame.loc[~frame["model"].isin(["EMCDR", "PTUPCDR"]), "trial"].unique() for frame in (one, two)]
+    uses_pretrained = ["EMCDR", "PTUPCDR", "Pretrain + fine-tune"]
+    same_key = [frame.loc[~frame["model"].isin(uses_pretrained), "trial"].unique() for frame in (one, two)]
     assert sorted(same_key[0]) == sorted(same_key[1])
     assert {"EMCDR", "PTUPCDR", "CMF"} <= set(one["model"])  # pretrained references and a grid were covered
 
@@ -43,15 +44,16 @@ def test_workers_give_the_same_results_as_one_process(two_ways):
 @pytest.mark.slow
 def test_workers_without_cache_train_each_trial_once(tmp_path):
     """With cache=False nothing from earlier runs is reused, but what this run trained is: the
-    pretrain entry is fitted once per seed, though EMCDR and PTUPCDR resolve it in other processes."""
+    pretrain entry is fitted once per seed, though EMCDR, PTUPCDR and the seed's recipe resolve it
+    in other processes."""
     from crossrec_lit.experiment import load_experiment
 
     exp = load_experiment(COLDSTART, smoke=True)
     fits = tmp_path / "fits.txt"
-    exp.pretrain["beauty_mf"].callbacks = [{"class_path": "fit_counter.CountFits", "init_args": {"path": str(fits)}}]
+    exp.pretrain["source_mf"].callbacks = [{"class_path": "fit_counter.CountFits", "init_args": {"path": str(fits)}}]
     results = run_experiment(exp, 2, tmp_path / "out", progress=False, cache=False, workers=2)
     assert fits.read_text().split() == ["BPRMF", "BPRMF"]
-    assert {"EMCDR", "PTUPCDR"} <= set(results["model"])
+    assert {"EMCDR", "PTUPCDR", "Pretrain + fine-tune"} <= set(results["model"])
 
 
 @pytest.mark.slow
