@@ -66,7 +66,7 @@ EXPERIMENT_KEYS = {
     "tune", "num_threads", "baselines", "summary_metrics", "smoke", "description", "pretrain",
     "trials", "pruner",
 }
-MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "search", "trials", "data", "callbacks", "protocol"}
+MODEL_KEYS = {"name", "class_path", "init_args", "trainer", "grid", "search", "trials", "data", "callbacks", "protocol", "monitor", "mode"}
 DEFAULT_PRUNER = {"n_startup_trials": 5, "n_warmup_steps": 0}
 log = logging.getLogger("crossrec_lit.experiment")
 
@@ -85,6 +85,10 @@ class ModelSpec:
     data: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)
     protocol: str | None = None  # overrides the experiment's protocol (one table, several protocols)
+    # override the experiment's choice metric, e.g. a BPR source model of a rating experiment,
+    # whose validation has no ratings, is chosen on val/ndcg@10 while the rating models use val/rmse
+    monitor: str | None = None
+    mode: str | None = None
 
     def space(self) -> SearchSpace:
         """What the model's study varies (empty: one fixed point, nothing to tune)."""
@@ -147,6 +151,8 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
         raise CrossRecError(f"{path}: tune must be first_seed or each_seed, got {exp.tune!r}", "pick one of the two")
     _check_budget(exp.trials, f"{path}: trials")
     for spec in (*specs, *exp.pretrain.values()):
+        if spec.mode is not None and spec.mode not in ("max", "min"):
+            raise CrossRecError(f"{path}: model {spec.name!r}: mode must be max or min, got {spec.mode!r}", "use max for ranking metrics, min for errors")
         spec.space()  # a bad distribution fails now, not after an hour of training
         if spec.trials is not None:
             _check_budget(spec.trials, f"{path}: model {spec.name!r}: trials")
@@ -261,6 +267,10 @@ class Runner:
         """What another process needs to build an equivalent Runner (see trial_pool)."""
         return {"cache": self.cache, "storage": self.storage_url, "trials": self.trials, "heartbeat": self.heartbeat, "run_tag": self.run_tag}
 
+    def monitor(self, spec: ModelSpec) -> tuple[str, str]:
+        """The metric that chooses, prunes and early-stops ``spec``'s trials, and its direction."""
+        return spec.monitor or self.exp.monitor, spec.mode or self.exp.mode
+
     def spec(self, name: str) -> ModelSpec:
         """The model (or pretrain entry) called ``name``."""
         for spec in (*self.exp.models, *self.exp.pretrain.values()):
@@ -367,7 +377,7 @@ class Runner:
             "callbacks": spec.callbacks,
             "data": dm.fingerprint(),
             "trainer": deep_merge(self.exp.trainer, spec.trainer),
-            "monitor": [self.exp.monitor, self.exp.mode, self.exp.early_stopping],
+            "monitor": [*self.monitor(spec), self.exp.early_stopping],
             "space": space.raw,
             "pruner": None if space.is_grid else self.exp.pruner,
             "code": self._code_version,
@@ -377,7 +387,7 @@ class Runner:
         # grids give the table they always gave: every point trains to the end
         pruner = optuna.pruners.MedianPruner(**self.exp.pruner) if self.exp.pruner and not space.is_grid else optuna.pruners.NopPruner()
         study = optuna.create_study(
-            storage=self.storage(), study_name=name, direction="maximize" if self.exp.mode == "max" else "minimize",
+            storage=self.storage(), study_name=name, direction="maximize" if self.monitor(spec)[1] == "max" else "minimize",
             sampler=space.sampler(sampler_seed(spec.name, seed)), pruner=pruner, load_if_exists=True,
         )
         budget = self.budget(spec)
@@ -394,7 +404,7 @@ class Runner:
             self._say(f"  {spec.name} seed={seed} trial {frozen.number} {state}{value} {space.hp_of(frozen) if frozen.params else ''}", started, 0, 0, eta=False)
 
         finished = run_study(study, objective, budget, on_trial=said if self.progress else None)
-        chosen = best_trial(space, finished, self.exp.mode)
+        chosen = best_trial(space, finished, self.monitor(spec)[1])
         self._studies[(spec.name, seed)] = {
             "study": name,
             "trials": sum(t.state.name == "COMPLETE" for t in finished),
@@ -421,7 +431,7 @@ class Runner:
             "data": dm.fingerprint(),
             "seed": seed,
             "trainer": trainer_cfg,
-            "monitor": [self.exp.monitor, self.exp.mode, self.exp.early_stopping],
+            "monitor": [*self.monitor(spec), self.exp.early_stopping],
             "code": self._code_version,
         }
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -444,8 +454,9 @@ class Runner:
         model = self.build_model(spec, model_args, dm)
         trainer = self.trainer(trainer_cfg, callbacks, spec, tdir, seed, hp, key)
         pruning = None
+        monitor, _ = self.monitor(spec)
         if optuna_trial is not None:
-            pruning = PruneOnValidation(optuna_trial, self.exp.monitor)
+            pruning = PruneOnValidation(optuna_trial, monitor)
             trainer.callbacks.append(pruning)
         started = time.perf_counter()
         try:
@@ -466,15 +477,15 @@ class Runner:
         saved_after_epoch = 1  # ModelCheckpoint stores the index of the epoch it saved in
         if ckpt.best_model_path:
             best_path, best_score = Path(ckpt.best_model_path), float(ckpt.best_model_score)
-        elif trainer.global_step == 0 and self.exp.monitor in trainer.callback_metrics:
+        elif trainer.global_step == 0 and monitor in trainer.callback_metrics:
             # counting models (Popularity, co-occurrence) take no optimiser step, and Lightning's
             # ModelCheckpoint only saves after a step: keep their single state ourselves
-            best_path, best_score = tdir / "best.ckpt", float(trainer.callback_metrics[self.exp.monitor])
+            best_path, best_score = tdir / "best.ckpt", float(trainer.callback_metrics[monitor])
             trainer.save_checkpoint(best_path)
             saved_after_epoch = 0  # saved after fit: "epoch" already counts the finished epoch
         else:
             raise CrossRecError(
-                f"{spec.name}: no checkpoint was kept (is {self.exp.monitor!r} logged in validation?)",
+                f"{spec.name}: no checkpoint was kept (is {monitor!r} logged in validation?)",
                 "make sure validation runs (check_val_every_n_epoch <= max_epochs) and monitor names a logged metric",
             )
         # epochs of training behind the kept weights
@@ -517,12 +528,13 @@ class Runner:
         cfg["max_epochs"] = max_epochs
         cfg["check_val_every_n_epoch"] = min(int(cfg.get("check_val_every_n_epoch", 1)), max_epochs)
         user_callbacks = [instantiate(c) for c in (cfg.pop("callbacks", None) or [])] + [instantiate(c) for c in model_callbacks]
+        monitor, mode = self.monitor(spec)
         callbacks = [
-            ModelCheckpoint(dirpath=tdir, filename="best", monitor=self.exp.monitor, mode=self.exp.mode, save_top_k=1, enable_version_counter=False),
+            ModelCheckpoint(dirpath=tdir, filename="best", monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False),
             *user_callbacks,
         ]
         if self.exp.early_stopping:
-            callbacks.append(EarlyStopping(monitor=self.exp.monitor, mode=self.exp.mode, **self.exp.early_stopping))
+            callbacks.append(EarlyStopping(monitor=monitor, mode=mode, **self.exp.early_stopping))
         version = f"seed{seed}" + "".join(f"-{k}={v}" for k, v in hp.items()) + f"-{key[:8]}"
         cfg.setdefault("enable_progress_bar", self.progress)
         cfg.setdefault("enable_model_summary", False)

@@ -162,3 +162,20 @@ def test_family_size_range_when_families_differ():
     assert set(tests.loc[tests["metric"] == "recall@10", "holm_m"]) == {4}
     summary = summary_markdown(_results(per_user), per_user, title="t", metrics=("ndcg@10", "recall@10"), baselines=("Pop",))
     assert "Holm-corrected over the m = 4 to 5 models" in summary
+
+
+# the t-test over two seeds of this constructed table meets nearly constant differences
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")
+def test_error_metrics_mark_a_smaller_value_as_better():
+    # the same table read as errors: Strong's per-user RMSE is higher, so it is the worse model,
+    # and the strongest baseline is the one with the lowest error
+    per_user = _per_user().rename(columns={"ndcg@10": "rmse", "recall@10": "mae"})
+    rows = []
+    for (model, seed), g in per_user.groupby(["model", "seed"], sort=False):
+        for col in ("rmse", "mae"):
+            rows.append({"model": model, "protocol": "P", "split": "test", "metric": col, "k": None, "seed": seed, "value": g[col].mean()})
+    summary = summary_markdown(pd.DataFrame(rows), per_user, title="t", metrics=("rmse", "mae"), baselines=("Pop", "Strong"))
+    assert "v1" in _row(summary, "Strong") and "^1" not in _row(summary, "Strong")
+    assert "^1" in _row(summary, "Worse") and "v1" not in _row(summary, "Worse")
+    assert "Strongest baseline on rmse: Pop." in summary
+    assert "lower is better for rmse, mae" in summary

@@ -698,7 +698,7 @@ def test_accumulator_reset():
     acc = RankingAccumulator((5,), keep_per_user=True)
     for s, batch in _batches(scores[30:], truth[30:], exclude[30:], 20):
         acc.update(s, batch)
-    acc.update_ratings(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0]))
+    acc.update_ratings(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0]), torch.tensor([0, 1]))
     acc.compute()
     acc.reset()
     assert float(acc.count) == 0.0 and float(acc.sums.abs().sum()) == 0.0
@@ -727,6 +727,20 @@ def test_rating_errors_hand_example():
     assert set(out) == {"mae", "rmse"}
     assert out["mae"].item() == pytest.approx(0.875)
     assert out["rmse"].item() == pytest.approx(math.sqrt(1.3125))
+
+
+def test_per_user_rating_errors_weigh_users_and_need_the_users():
+    acc = RankingAccumulator((5,), keep_per_user=True)
+    # user 7: errors 1 and 3 (MAE 2, RMSE sqrt(5)); user 2: error 0.5
+    acc.update_ratings(torch.tensor([2.0, 4.0]), torch.tensor([3.0, 1.0]), torch.tensor([7, 7]))
+    acc.update_ratings(torch.tensor([4.5]), torch.tensor([4.0]), torch.tensor([2]))
+    per = acc.per_user().set_index("user")
+    assert per.index.tolist() == [2, 7]
+    assert per.loc[7, "mae"] == pytest.approx(2.0) and per.loc[7, "rmse"] == pytest.approx(math.sqrt(5.0))
+    assert per.loc[2, "mae"] == pytest.approx(0.5) and per.loc[2, "rmse"] == pytest.approx(0.5)
+    assert acc.compute()["mae"].item() == pytest.approx(4.5 / 3)  # the overall mean weighs pairs
+    with pytest.raises(ValueError, match="users="):
+        acc.update_ratings(torch.tensor([1.0]), torch.tensor([2.0]))
 
 
 def test_rating_update_after_compute_is_not_hidden_by_the_cache():

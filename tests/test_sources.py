@@ -515,3 +515,52 @@ def test_download_errors(tmp_path):
         download((tmp_path / "absent.bin").as_uri(), tmp_path / "x.bin", sha256="abc")
     with pytest.raises(CrossRecError, match="could not download"):
         download("not a url", tmp_path / "x.bin")
+
+
+# ---------------------------------------------------------------------- export and checksums
+def test_write_interactions_round_trips_order_ratings_and_ids(tmp_path):
+    from crossrec_lit.data import InteractionTable
+    from crossrec_lit.data.sources import write_interactions
+
+    frame = pd.DataFrame(
+        {"user": ["007", "007", "NA", "NA"], "item": ["0123", "B01", "0123", "x"], "domain": ["A", "A", "B", "B"],
+         "position": [1, 0, 0, 1], "rating": [5.0, 3.0, 4.0, 1.0]}
+    )
+    table = InteractionTable(frame)
+    for name in ("stores.csv", "stores.csv.gz"):
+        path = write_interactions(table, tmp_path / name)
+        back = load_interactions(path, user_col="user", item_col="item", domain_col="domain", position_col="position", rating_col="rating")
+        pd.testing.assert_frame_equal(
+            back.frame.sort_values(["user", "item"]).reset_index(drop=True)[frame.columns],
+            table.frame.sort_values(["user", "item"]).reset_index(drop=True)[frame.columns],
+            check_dtype=False,
+        )
+    # the gzip export does not carry the time: the same table, the same bytes, the same checksum
+    first = (tmp_path / "stores.csv.gz").read_bytes()
+    time.sleep(1.1)
+    assert write_interactions(table, tmp_path / "stores.csv.gz").read_bytes() == first
+    with pytest.raises(CrossRecError, match="writes CSV"):
+        write_interactions(table, tmp_path / "stores.parquet")
+    assert not (tmp_path / "stores.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stores.csv", "stores.csv.gz"]  # no temporary left
+
+
+def test_verify_amazon_p5_flags_a_changed_or_missing_file(tmp_path):
+    from crossrec_lit.data.sources import P5_CHECKSUMS, verify_amazon_p5
+
+    write_gz(tmp_path / "Toys_user_sequence.txt.gz", "u1 i1 i2 i3 i4 i5\n")
+    (tmp_path / "Beauty_user_sequence.txt.gz").write_bytes(b"not gzip")
+    table = verify_amazon_p5(tmp_path).set_index("file")
+    assert set(table.index) == set(P5_CHECKSUMS)
+    assert table.loc["Toys_user_sequence.txt.gz", "present"] and table.loc["Toys_user_sequence.txt.gz", "lines"] == 1
+    assert not table["ok"].any()
+    assert table.loc["Beauty_user_sequence.txt.gz", "sha256"] == "unreadable"
+    assert not table.loc["Sports_user_sequence.txt.gz", "present"]
+
+
+@pytest.mark.real_data
+def test_verify_amazon_p5_accepts_the_shared_files(data_root):
+    from crossrec_lit.data.sources import verify_amazon_p5
+
+    table = verify_amazon_p5(data_root)
+    assert table["ok"].all(), table[~table["ok"]].to_string()

@@ -206,3 +206,23 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_ratings_follow_taste_and_leave_the_picks_unchanged():
+    plain = make_synthetic_stores(n_users=1500, seed=3)
+    rated = make_synthetic_stores(n_users=1500, seed=3, ratings=True)
+    pd.testing.assert_frame_equal(plain.table.frame, rated.table.frame.drop(columns="rating"))
+    frame = rated.table.frame
+    assert set(np.unique(frame["rating"])) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert 3.8 < frame["rating"].mean() < 4.6  # mostly 4-5 stars, as on Amazon
+    # the stars carry the taste: they correlate with the true affinity of the pick, in both stores
+    users = {u: k for k, u in enumerate(rated.user_ids)}
+    for domain in rated.params["domains"]:
+        part = frame[frame["domain"] == domain]
+        items = {i: k for k, i in enumerate(rated.item_ids(domain))}
+        taste = rated.user_factors[domain][part["user"].map(users).to_numpy()]
+        factors = rated.item_factors[domain][part["item"].map(items).to_numpy()]
+        affinity = (taste * factors).sum(1)
+        assert np.corrcoef(affinity, part["rating"])[0, 1] > 0.4
+    with pytest.raises(CrossRecError, match="ratings must be True or False"):
+        make_synthetic_stores(n_users=100, ratings="yes")

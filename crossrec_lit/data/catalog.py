@@ -81,6 +81,7 @@ class Synthetic(DataSource):
         text_signal: float = 1.0,
         popularity_skew: float = 1.0,
         seed: int = 0,
+        ratings: bool = False,
     ):
         self.params = dict(
             n_users=n_users,
@@ -94,6 +95,8 @@ class Synthetic(DataSource):
             popularity_skew=popularity_skew,
             seed=seed,
         )
+        if ratings:  # only when asked: the identity (and cache keys) of star-less stores stay as they were
+            self.params["ratings"] = True
         self._stores = None
 
     @property
@@ -129,9 +132,12 @@ class InteractionFile(DataSource):
         domain_col: str | None = None,
         sep: str | None = None,
         text_path: str | None = None,
+        position_col: str | None = None,
     ):
         self.path = path
         self.kwargs = dict(user_col=user_col, item_col=item_col, rating_col=rating_col, timestamp_col=timestamp_col, domain=domain, domain_col=domain_col, sep=sep)
+        if position_col is not None:  # only when given: older cache keys stay valid
+            self.kwargs["position_col"] = position_col
         self.text_path = text_path
 
     def load(self) -> InteractionTable:

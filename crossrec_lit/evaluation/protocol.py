@@ -40,6 +40,9 @@ class RankingAccumulator(Metric):
         if keep_per_user:
             self.add_state("user_ids", default=[], dist_reduce_fx="cat")
             self.add_state("user_values", default=[], dist_reduce_fx="cat")
+            # one row per rated test pair (user, |error|, error^2): per-user MAE/RMSE for paired tests
+            self.add_state("rating_users", default=[], dist_reduce_fx="cat")
+            self.add_state("rating_errors", default=[], dist_reduce_fx="cat")
         self._batches = 0
 
     def update(self, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:  # type: ignore[override]
@@ -56,7 +59,8 @@ class RankingAccumulator(Metric):
             self.user_ids.append(batch["users"][valid.to(batch["users"].device)].to(scores.device))
             self.user_values.append(stacked)
 
-    def update_ratings(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def update_ratings(self, pred: torch.Tensor, target: torch.Tensor, users: torch.Tensor | None = None) -> None:
+        """Add rating predictions; ``users`` (one per prediction) is needed to keep per-user values."""
         # torchmetrics only wraps ``update``; do what its wrapper does, or compute() would return
         # a stale cached value after this call (and warn "called before update" for rating-only data)
         self._computed = None
@@ -65,6 +69,11 @@ class RankingAccumulator(Metric):
         self.rating_abs += err["abs_error"].double().sum()
         self.rating_sq += err["sq_error"].double().sum()
         self.rating_count += float(target.numel())
+        if self.keep_per_user:
+            if users is None:
+                raise ValueError("keep_per_user=True needs the user of every rating prediction (users=)")
+            self.rating_users.append(users.to(pred.device))
+            self.rating_errors.append(torch.stack([err["abs_error"].double(), err["sq_error"].double()], dim=1))
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         out = {}
@@ -77,13 +86,21 @@ class RankingAccumulator(Metric):
         return out
 
     def per_user(self) -> pd.DataFrame:
-        """One row per evaluated user: ``user`` (index) and one column per metric."""
+        """One row per evaluated user: ``user`` (index) and one column per metric; with ratings also
+        ``mae`` and ``rmse`` over that user's rated pairs (the means of :meth:`compute` weigh pairs,
+        these weigh users, as the ranking metrics do)."""
         if not self.keep_per_user:
             raise RuntimeError("per-user values were not kept; create the accumulator with keep_per_user=True")
         users = _cat(self.user_ids, torch.long)
         values = _cat(self.user_values, torch.float64).reshape(-1, len(self.keys))
         frame = pd.DataFrame(values.cpu().numpy(), columns=self.keys)
         frame.insert(0, "user", users.cpu().numpy())
+        rated = _cat(self.rating_users, torch.long)
+        if rated.numel():
+            errors = _cat(self.rating_errors, torch.float64).reshape(-1, 2).cpu().numpy()
+            per = pd.DataFrame({"user": rated.cpu().numpy(), "mae": errors[:, 0], "rmse": errors[:, 1]}).groupby("user").mean()
+            per["rmse"] = per["rmse"] ** 0.5
+            frame = frame.merge(per.reset_index(), on="user", how="outer")
         return frame.sort_values("user", kind="stable").reset_index(drop=True)
 
     def reset(self) -> None:

@@ -40,7 +40,7 @@ def aggregate(results: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 def paired_test(per_user: pd.DataFrame, model: str, baseline: str, metric: str, *, n_boot: int = 2000, seed: int = 0) -> dict:
     """Compare ``model`` with ``baseline`` on ``metric`` (a per-user column such as ``ndcg@10``)."""
     if metric not in per_user.columns:
-        raise CrossRecError(f"metric {metric!r} is not among the per-user columns", f"use one of {[c for c in per_user.columns if '@' in c]}")
+        raise CrossRecError(f"metric {metric!r} is not among the per-user columns", f"use one of {[c for c in per_user.columns if c not in ('model', 'seed', 'user')]}")
     a = per_user[per_user["model"] == model][["seed", "user", metric]]
     b = per_user[per_user["model"] == baseline][["seed", "user", metric]]
     pairs = a.merge(b, on=["seed", "user"], suffixes=("_a", "_b"))
@@ -124,6 +124,16 @@ def paired_tests(per_user: pd.DataFrame, baselines: Sequence[str], metrics: Sequ
     return out
 
 
+# errors, where a smaller value is the better one; every other reported metric is a score
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for error metrics (``mae``, ``rmse``, ``...loss``): "better" then means a smaller value."""
+    name = metric.partition("@")[0]
+    return name in LOWER_IS_BETTER or name.endswith("loss")
+
+
 def summary_markdown(
     results: pd.DataFrame,
     per_user: pd.DataFrame | None,
@@ -142,7 +152,8 @@ def summary_markdown(
     :func:`paired_tests`). The tests table shows raw and adjusted p-values.
 
     In each protocol the *strongest* baseline (the named baseline with the best mean on the
-    first metric) is singled out, since beating a weak baseline proves little.
+    first metric) is singled out, since beating a weak baseline proves little. For error metrics
+    (:func:`lower_is_better`) better means smaller: the marks and the strongest baseline follow.
     """
     seeds = sorted(results["seed"].unique().tolist())
     lines = [f"# {title}", "", f"Test split, mean +/- std over {len(seeds)} seed(s) {seeds}.", ""]
@@ -160,7 +171,8 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
     strongest = None
     if present:
         first = agg[agg["name"] == metrics[0]].set_index("model")["mean"]
-        strongest = max(present, key=lambda b: first.get(b, float("-inf")))
+        sign = -1.0 if lower_is_better(metrics[0]) else 1.0
+        strongest = max(present, key=lambda b: sign * first.get(b, sign * float("-inf")))
     fit = results[results["split"] == "fit"].groupby(["model", "metric"])["value"].mean()
     lines = [f"## {protocol}", ""]
     extra = f" {metrics[0]} vs {strongest}: diff (p Holm) |" if strongest else ""
@@ -175,8 +187,9 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
             if not tests.empty:
                 # Holm-adjusted p: with many models in a table the raw p-values overstate wins
                 sig = tests[(tests["model"] == model) & (tests["metric"] == m) & (tests["p_holm"] < alpha)]
-                cell += "".join(f" ^{present.index(b) + 1}" for b in sig.loc[sig["mean_diff"] > 0, "baseline"])
-                cell += "".join(f" v{present.index(b) + 1}" for b in sig.loc[sig["mean_diff"] < 0, "baseline"])
+                gain = -sig["mean_diff"] if lower_is_better(m) else sig["mean_diff"]
+                cell += "".join(f" ^{present.index(b) + 1}" for b in sig.loc[gain > 0, "baseline"])
+                cell += "".join(f" v{present.index(b) + 1}" for b in sig.loc[gain < 0, "baseline"])
             cells.append(cell)
         line = f"| {model} | " + " | ".join(cells) + f" | {fit.get((model, 'best_epoch'), float('nan')):.0f} | {fit.get((model, 'fit_seconds'), float('nan')):.1f} |"
         if searched:  # the tuning seed's study: trials trained to the end, and those stopped early
@@ -190,7 +203,7 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
         lines += [
             "",
             f"^N: significantly better, vN: significantly worse than baseline N (two-sided Wilcoxon signed-rank on per-user values "
-            f"pooled over seeds, Holm-adjusted p < {alpha}): "
+            f"pooled over seeds, Holm-adjusted p < {alpha}{'; lower is better for ' + ', '.join(m for m in metrics if lower_is_better(m)) if any(lower_is_better(m) for m in metrics) else ''}): "
             + ", ".join(f"{i + 1} = {b}" for i, b in enumerate(present))
             + f". Strongest baseline on {metrics[0]}: {strongest}.",
             "",

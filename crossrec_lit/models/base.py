@@ -204,7 +204,7 @@ class RecommenderModule(pl.LightningModule):
     def _evaluate(self, batch, metrics: RankingAccumulator) -> None:
         if "rating_values" in batch:
             users, items = batch["users"][batch["rating_coords"][0]], batch["rating_coords"][1]
-            metrics.update_ratings(self.score(users, items), batch["rating_values"])
+            metrics.update_ratings(self.score(users, items), batch["rating_values"], users)
         if batch["truth"].numel():
             metrics.update(self.full_scores(batch["users"]), batch)
 

@@ -64,6 +64,48 @@ def resolve_data_root(root: str | Path | None = None) -> Path:
     return _require_root(root)
 
 
+# SHA-256 of each P5 file's *uncompressed* text and its line count (one line per user or item), as
+# read from the files this book was built on: a digest of the text, not of the .gz, so that a copy
+# compressed by another gzip (or level) still checks out.
+P5_CHECKSUMS: dict[str, tuple[str, int]] = {
+    "Beauty_user_sequence.txt.gz": ("47197cbee7bdc1896926e10d96b807dce0aecb9a1f0c2ccc887c21090237c9b7", 22363),
+    "Beauty_item_text.txt.gz": ("1a90f934fe506747f094b181f791ece593e2f86bb15e5420d910e6de4882b456", 12101),
+    "Sports_user_sequence.txt.gz": ("240fd0484501ca53769c016cb1bc674ac7e420aef562b88cea1439b94a3ba044", 35598),
+    "Sports_item_text.txt.gz": ("710b6d9b661aebcd065b861e4076f5e3cc66bdd9735e462ca2db90d5cc951593", 18357),
+    "Toys_user_sequence.txt.gz": ("9c2f2cce5323c5e5fd840896a68f0274aba4c241c54f0bc77ac9183094004071", 19412),
+    "Toys_item_text.txt.gz": ("bce5c0028efdb6ec87033021087c9251eb64d6dfc77d791c47837c830b9d7f19", 11924),
+}
+
+
+def verify_amazon_p5(root: str | Path | None = None) -> pd.DataFrame:
+    """Check the P5 files in ``root`` (default: :func:`resolve_data_root`) against :data:`P5_CHECKSUMS`.
+
+    One row per known file: ``file``, ``present``, ``lines``, ``sha256`` (of the uncompressed text),
+    ``expected_sha256`` and ``ok``. A damaged or different file shows ``ok=False``; it is not an error,
+    so that a notebook can show the table and the reader decide.
+    """
+    import hashlib
+
+    root = resolve_data_root(root)
+    rows = []
+    for name, (expected, expected_lines) in P5_CHECKSUMS.items():
+        path = root / name
+        row = {"file": name, "present": path.is_file(), "lines": None, "sha256": None, "expected_sha256": expected, "expected_lines": expected_lines}
+        if row["present"]:
+            digest, lines = hashlib.sha256(), 0
+            try:
+                with gzip.open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                        lines += block.count(b"\n")
+                row.update(lines=lines, sha256=digest.hexdigest())
+            except _GZIP_ERRORS + (OSError,):
+                row.update(sha256="unreadable")
+        row["ok"] = row["sha256"] == expected and row["lines"] == expected_lines
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def available_p5_domains(root: str | Path) -> list[str]:
     """Domains with a ``<Domain>_user_sequence.txt.gz`` file in ``root``, sorted."""
     return _domains_with(_require_root(root), SEQUENCE_SUFFIX)

@@ -35,6 +35,7 @@ def load_interactions(
     domain: str | None = None,
     domain_col: str | None = None,
     sep: str | None = None,
+    position_col: str | None = None,
     **read_kwargs,
 ) -> InteractionTable:
     """Read a CSV/TSV/Parquet file of interactions into an :class:`InteractionTable`.
@@ -42,12 +43,14 @@ def load_interactions(
     The format follows the extension: ``.csv`` (comma), ``.tsv`` (tab), ``.txt`` (separator sniffed
     from the first lines), each optionally compressed (``.gz``, ``.bz2``, ``.xz``), or ``.parquet``/
     ``.pq`` (needs pyarrow). ``sep`` overrides the separator of a text file. ``domain`` names the one
-    store all rows belong to, or ``domain_col`` the column that says it per row. Extra keyword
-    arguments go to :func:`pandas.read_csv` or :func:`pandas.read_parquet`.
+    store all rows belong to, or ``domain_col`` the column that says it per row. ``timestamp_col``
+    (a time) or ``position_col`` (0, 1, 2, ... within a customer's history) gives the order that the
+    leave-one-out split follows. Extra keyword arguments go to :func:`pandas.read_csv` or
+    :func:`pandas.read_parquet`.
     """
     path = require_file(path, "interaction file")
     kind, default_sep = _file_kind(path)
-    wanted = [c for c in (user_col, item_col, rating_col, timestamp_col, domain_col) if c is not None]
+    wanted = [c for c in (user_col, item_col, rating_col, timestamp_col, position_col, domain_col) if c is not None]
     id_cols = [c for c in (user_col, item_col, domain_col) if c is not None]
     if kind == "parquet":
         frame = _read_parquet(path, wanted, id_cols, read_kwargs)
@@ -62,9 +65,41 @@ def load_interactions(
         item_col=item_col,
         rating_col=rating_col,
         timestamp_col=timestamp_col,
+        position_col=position_col,
         domain=domain,
         domain_col=domain_col,
     )
+
+
+def write_interactions(table: InteractionTable, path: str | Path) -> Path:
+    """Write a table as the CSV that :func:`load_interactions` reads back (columns ``user``, ``item``,
+    ``domain`` and whichever of ``position``, ``timestamp``, ``rating`` the table has), all or nothing:
+    the file appears only once complete. A ``.gz``/``.bz2``/``.xz`` suffix compresses it."""
+    from crossrec_lit.atomic import atomic_write
+
+    if not isinstance(table, InteractionTable):
+        raise CrossRecError(f"write_interactions needs an InteractionTable, got {type(table).__name__}", "pass source.load() or InteractionTable.from_frame(...)")
+    path = Path(path).expanduser()
+    kind, sep = _file_kind(path)
+    if kind != "text" or sep != ",":
+        raise CrossRecError(f"write_interactions writes CSV, not {path.name}", "name the file *.csv (or *.csv.gz)")
+    columns = ["user", "item", "domain"] + [c for c in ("position", "timestamp", "rating") if c in table.frame.columns]
+    frame = table.frame[columns]
+    opener = _COMPRESSION_SUFFIXES.get(path.suffix.lower())
+
+    def write(tmp: str) -> None:
+        if opener is gzip.open:
+            # no name and no time in the gzip header (pandas would write the temporary file's name):
+            # the same table gives the same bytes, so a checksum of the export can be quoted
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+                packed.write(frame.to_csv(index=False).encode("utf-8"))
+        elif opener is not None:
+            with opener(tmp, "wt", encoding="utf-8", newline="") as handle:
+                frame.to_csv(handle, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+
+    return atomic_write(path, write)
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:
