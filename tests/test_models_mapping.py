@@ -211,6 +211,32 @@ def test_target_loss_uses_ratings_when_the_batch_has_them(tiny_source):
         torch.testing.assert_close(model.target_loss({"users": users, "items": items, "ratings": ratings}), expected)
 
 
+def test_rating_predictions_start_from_the_target_stores_mean_rating():
+    rated = Synthetic(n_users=600, n_items=(200, 150), overlap=0.6, interactions_per_user=(10, 8), ratings=True, seed=3)
+    dm = CrossDomainDataModule(rated, "A", "B", **{**TINY_DATA, "keep_ratings": True, "num_negatives": 0})
+    dm.setup("fit")
+    train = dm.index.arrays("B", "train")["ratings"]
+    for model_cls in (EMCDR, PTUPCDR):
+        model = _bound(model_cls, dm)
+        assert float(model.target_rating_mean) == pytest.approx(float(np.mean(train)))
+        users, items, ratings = torch.arange(8), torch.arange(8), torch.full((8,), 4.0)
+        with torch.no_grad():
+            served = (model.user_vectors(users) * model.item_emb(items)).sum(-1)  # transferred vectors for cold users
+            torch.testing.assert_close(model.score(users, items), served + model.target_rating_mean)
+            torch.testing.assert_close(model.full_scores(users)[torch.arange(8), items], served + model.target_rating_mean)
+            if model_cls is EMCDR:  # the target MF's loss uses its own vectors, warm or not
+                dot = (model.user_emb(users) * model.item_emb(items)).sum(-1)
+                expected = (dot + model.target_rating_mean - ratings).square().mean()
+                torch.testing.assert_close(model.target_loss({"users": users, "items": items, "ratings": ratings}), expected)
+        # the offset travels with the weights; a checkpoint from before it (no such entry) loads with 0
+        state = model.state_dict()
+        fresh = model_cls(**args(dm))
+        fresh.load_state_dict(state)
+        assert float(fresh.target_rating_mean) == pytest.approx(float(np.mean(train)))
+        fresh.load_state_dict({k: v for k, v in state.items() if k != "target_rating_mean"})
+        assert float(fresh.target_rating_mean) == 0.0
+
+
 # ---------------------------------------------------------------------- cold start
 # Strong shared structure (identical tastes in both stores, 80% shared users): what the source
 # store knows about a cold user must beat the best a target-only model can do for that user.

@@ -13,7 +13,8 @@ Three steps, each a phase here:
    loss would then pull the source vectors towards the target ones instead of learning a map).
 2. **Target MF** (phase ``target``): BPR on the target store's training interactions
    (``user_emb``, ``item_emb``); with ``keep_ratings=True, num_negatives=0`` squared error on
-   the ratings instead.
+   the ratings instead, every predicted rating starting from the target store's mean training
+   rating (``target_rating_mean``, taken in ``bind_data``; 0 for ranking, where it changes nothing).
 3. **Mapping** (phase ``overlap``): ``f`` from source to target user vectors, trained by squared
    error ``mean_u ||f(s_u) - t_u||^2`` over the *unique* users of each overlap batch, with the
    target vector ``t_u`` detached (the target MF stays fixed, as in the paper). ``f`` is
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -112,6 +114,16 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         self.item_bias = make_bias(self, self.num_items) if check_item_bias(item_bias) else None
         # users with training data in BOTH stores (what the mapping learns from)
         self.register_buffer("overlap_mask", torch.zeros(self.num_users, dtype=torch.bool))
+        # rating task: the target store's mean training rating, the offset every predicted rating
+        # starts from (as CMF's mu). Without it the item biases, starting at 0, had to climb to the
+        # ~4 stars of a typical rating by gradient steps, and rarely rated items never got there:
+        # mapped newcomers were measured at RMSE 0.93 against 0.79 for item means. 0 for ranking.
+        self.register_buffer("target_rating_mean", torch.zeros(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the rating offset have none: theirs was 0
+        state_dict.setdefault(prefix + "target_rating_mean", torch.zeros(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ data
     def bind_data(self, datamodule) -> None:
@@ -119,6 +131,16 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         mask = torch.zeros(self.num_users, dtype=torch.bool)
         mask[torch.from_numpy(datamodule.overlap_users("train"))] = True
         self.overlap_mask.copy_(mask)
+        ratings = None
+        if getattr(datamodule, "keep_ratings", False):
+            ratings = datamodule.index.arrays(datamodule.target_domain, "train").get("ratings")
+        self.target_rating_mean.fill_(float(np.mean(ratings)) if ratings is not None and len(ratings) else 0.0)
+
+    def score(self, users, items):
+        return super().score(users, items) + self.target_rating_mean
+
+    def full_scores(self, users):
+        return super().full_scores(users) + self.target_rating_mean
 
     # ------------------------------------------------------------------ vectors
     def transferred_vectors(self, users: torch.Tensor) -> torch.Tensor:
@@ -147,7 +169,7 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         pos = self.item_emb(batch["items"])
         b_pos = self.item_biases(batch["items"])
         if "ratings" in batch:
-            pred = (u * pos).sum(-1)
+            pred = (u * pos).sum(-1) + self.target_rating_mean
             if b_pos is None:
                 return F.mse_loss(pred, batch["ratings"].to(u.dtype)) + self._reg(u, pos)
             return F.mse_loss(pred + b_pos, batch["ratings"].to(u.dtype)) + self._reg(u, pos, b_pos)

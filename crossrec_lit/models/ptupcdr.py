@@ -137,7 +137,7 @@ class PTUPCDR(SourceMappingModule):
         pos = self._task_rows(self.item_emb(batch["items"]))
         b_pos = self._task_rows(self.item_biases(batch["items"]))
         if "ratings" in batch:
-            pred = (u * pos).sum(-1)
+            pred = (u * pos).sum(-1) + self.target_rating_mean
             if b_pos is not None:
                 pred = pred + b_pos
             return F.mse_loss(pred, batch["ratings"].to(u.dtype))
