@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 import sys
+import threading
 import time
 
 from crossrec_lit.config import placeholders
@@ -66,7 +68,7 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
         return futures is not None and all(f in processed for f in futures)
 
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(exp, str(runner.out), runner.options(), runner.num_threads())) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(exp, str(runner.out), runner.options(), runner.num_threads(), os.getpid())) as pool:
 
         def submit_ready() -> None:
             for item in list(items):
@@ -114,7 +116,7 @@ def _references(spec) -> dict[str, set[str]]:
     return out
 
 
-def _start_worker(exp, out: str, options: dict, num_threads: int | None) -> None:
+def _start_worker(exp, out: str, options: dict, num_threads: int | None, parent: int) -> None:
     global _RUNNER
     from crossrec_lit.experiment import Runner
     from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs, set_num_threads
@@ -122,7 +124,25 @@ def _start_worker(exp, out: str, options: dict, num_threads: int | None) -> None
     filter_known_warnings()
     quiet_lightning_logs()
     set_num_threads(num_threads)
+    _exit_with_parent(parent)  # first: the runner may die while this worker is still starting
     _RUNNER = Runner(exp, out, progress=False, **options)
+
+
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """Leave when the runner that started this worker is gone.
+
+    A runner killed with SIGKILL (or a notebook kernel restarted) cannot shut its pool down, and
+    its workers went on training for an hour on a shared machine (seen). Polling the parent id is
+    portable (Linux's PR_SET_PDEATHSIG is not); an orphan is re-parented, so its parent id changes.
+    A trial cut short this way leaves no record (records are written atomically) and is retrained.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="crossrec-exit-with-parent", daemon=True).start()
 
 
 def _train(name: str, hp: dict | None, seed: int, test: bool, first_seed: int, chosen: dict, trained: set[str]) -> tuple[dict, set[str]]:

@@ -158,3 +158,42 @@ def test_quiet_notebook_silences_known_noise_only():
         warnings.warn("something the user must see", UserWarning)
     assert [str(w.message) for w in caught] == ["something the user must see"]
     assert in_words([]) == "none" and in_words(["a"]) == "a" and in_words(["a", "b", "c"]) == "a, b and c"
+
+
+def test_workers_leave_when_the_runner_is_killed(tmp_path):
+    """A runner killed outright (SIGKILL: no chance to shut its pool down) must not leave its
+    workers training on the machine."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "crossrec_lit.experiment", "--config", str(COLDSTART), "--smoke", "--seeds", "2",
+         "--workers", "2", "--out", str(tmp_path / "out"), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        parent = psutil.Process(runner.pid)
+        deadline = time.monotonic() + 120
+        workers = []
+        while time.monotonic() < deadline and runner.poll() is None:
+            workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the pool's workers never started"
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        # an exited orphan may stay a zombie where the container's init does not reap it
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:
+        p.kill()
+    assert not alive, f"{len(alive)} worker(s) outlived their runner"
