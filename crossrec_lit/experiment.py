@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -794,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise CrossRecError(f"--pair {args.pair!r} is not SOURCE:TARGET", "write e.g. --pair Sports:Toys")
             config = with_pair(config, source, target)
         if args.models:
-            config = with_models(config, [n.strip() for n in args.models.split(",") if n.strip()])
+            # commas inside parentheses belong to a name, e.g. "Co-occurrence (b, Beauty)"
+            config = with_models(config, [n.strip() for n in re.split(r",(?![^()]*\))", args.models) if n.strip()])
         run_experiment(
             config, args.seeds, args.out, cache=not args.no_cache, progress=not args.quiet,
             workers=args.workers, storage=args.storage, trials=args.trials, heartbeat=args.heartbeat,

@@ -42,7 +42,7 @@ def models_by_setting(smoke_mode: bool) -> dict[str, list[str]]:
 def check_pretrained(rec: dict, smoke_mode: bool) -> None:
     expected = {
         "data", "encoder", "encoding", "items", "nn_cosine_mean", "nn_cosine_above_0.8", "purity", "explained_2d",
-        "protocols", "strongest", "test", "vs_strongest", "verdicts", "seeds", "experiment_seconds", "seed",
+        "protocols", "strongest", "test", "vs_strongest", "verdicts", "seeds", "experiment_seconds", "seed", "twin_tests",
     }  # fmt: skip
     assert expected <= rec.keys(), f"missing keys: {sorted(expected - rec.keys())}"
 
@@ -78,6 +78,12 @@ def check_pretrained(rec: dict, smoke_mode: bool) -> None:
         baselines = [m for m in settings[key] if m in exp.baselines]
         assert rec["strongest"][key] == max(baselines, key=lambda m: rec["test"][key][m]["ndcg@10"])
         assert rec["verdicts"][key] in ("helps", "hurts", "no clear difference")
+    # the pretrained encoder against its TF-IDF twin in every setting, and in (c) a Sports start
+    # against the same text model trained on Toys alone
+    assert set(rec["twin_tests"]) == {f"{k}|vs_tfidf" for k in KEYS} | {"c|vs_scratch"}
+    for name, test in rec["twin_tests"].items():
+        assert test["ci_low"] <= test["mean_diff"] <= test["ci_high"], name
+        assert 0.0 <= test["p_holm"] <= 1.0
     # paired comparisons: every other model against the strongest baseline; the interval holds the mean
     for name, test in rec["vs_strongest"].items():
         key, model = name.split("|", 1)
