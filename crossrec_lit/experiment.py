@@ -42,6 +42,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from optuna import TrialPruned
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from crossrec_lit.atomic import atomic_write, atomic_write_text
 from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, placeholders, substitute
@@ -804,6 +805,10 @@ def main(argv: list[str] | None = None) -> int:
     except CrossRecError as exc:
         print(f"crossrec experiment: error: {exc}", file=sys.stderr)
         return 2
+    except SIGTERMException:
+        # Lightning's answer to SIGTERM during fit is a SystemExit, which would exit with status 0
+        print("crossrec experiment: stopped by SIGTERM; finished trials are cached, run the same command to go on", file=sys.stderr)
+        return 128 + 15
     print((Path(args.out) / "summary.md").read_text())
     return 0
 

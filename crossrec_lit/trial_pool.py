@@ -33,6 +33,7 @@ import threading
 import time
 
 from crossrec_lit.config import placeholders
+from crossrec_lit.errors import CrossRecError
 
 __all__ = ["train_in_workers"]
 
@@ -93,7 +94,20 @@ def train_in_workers(runner, seeds: list[int], workers: int) -> set[str]:
                 finished, _ = cf.wait(list(tasks), return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     name, hp, seed = tasks.pop(future)
-                    record, keys = future.result()  # re-raises a worker's error
+                    try:
+                        record, keys = future.result()  # re-raises a worker's error
+                    except cf.process.BrokenProcessPool:
+                        raise CrossRecError(
+                            f"a worker process ended abruptly while {name} seed={seed} was training (killed by a signal, or out of memory)",
+                            "run the same command again: finished trials are cached, only the rest train (fewer --workers if memory ran out)",
+                        ) from None
+                    except SystemExit:
+                        # Lightning turns a SIGTERM during fit into SIGTERMException, a SystemExit:
+                        # re-raised here it would end the runner silently with status 0, results unwritten
+                        raise CrossRecError(
+                            f"the worker training {name} seed={seed} was stopped by a signal (SIGTERM) before its trial finished",
+                            "run the same command again: finished trials are cached, only the rest train",
+                        ) from None
                     trained |= keys
                     processed.add(future)
                     _say(runner, f"trained {name} seed={seed} " + (str(record["hp"]) if hp is None else str(hp or "")), started, len(trained), len(tasks))

@@ -197,3 +197,42 @@ def test_workers_leave_when_the_runner_is_killed(tmp_path):
     for p in alive:
         p.kill()
     assert not alive, f"{len(alive)} worker(s) outlived their runner"
+
+
+def test_a_worker_stopped_by_sigterm_fails_the_run_loudly(tmp_path):
+    """Lightning answers SIGTERM during fit with a SystemExit; re-raised in the runner it used to end
+    the run with status 0 and no results (seen on a shared machine)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "crossrec_lit.experiment", "--config", str(COLDSTART), "--smoke", "--seeds", "2",
+         "--workers", "2", "--out", str(tmp_path / "out"), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        parent = psutil.Process(runner.pid)
+        deadline = time.monotonic() + 120
+        workers = []
+        while time.monotonic() < deadline and runner.poll() is None:
+            workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+            # a worker that has started training: its Trainer has put Lightning's SIGTERM handler in place
+            if len(workers) == 2 and any(p.cpu_times().user > 3 for p in workers):
+                break
+            time.sleep(0.2)
+        assert workers, "the pool's workers never started"
+        for p in workers:
+            p.send_signal(signal.SIGTERM)
+        _, err = runner.communicate(timeout=180)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode != 0
+    # the worker dies at once (outside a fit) or stops at the end of its epoch (inside one): either way
+    # the run says so in one line and fails, and writes no summary
+    assert "run the same command" in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "out" / "summary.md").exists()
