@@ -1,13 +1,17 @@
-"""A Lightning Trainer set up for quiet CPU runs in notebooks, scripts and tests."""
+"""A Lightning Trainer set up for quiet CPU runs in notebooks, scripts and tests, and the three
+steps around it that every hand-run fit repeats: keep the best validation epoch, say which epoch
+that was, and test those weights once."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-__all__ = ["quiet_trainer"]
+__all__ = ["best_checkpoint", "checkpoint_epoch", "evaluate_test", "quiet_trainer"]
 
 
 def quiet_trainer(max_epochs: int | None = 1, callbacks: Iterable[Callback] = (), **kwargs) -> pl.Trainer:
@@ -33,3 +37,28 @@ def quiet_trainer(max_epochs: int | None = 1, callbacks: Iterable[Callback] = ()
     )
     settings.update(kwargs)
     return pl.Trainer(**settings)
+
+
+def best_checkpoint(dirpath: str | os.PathLike, monitor: str = "val/ndcg@10", mode: str = "max") -> ModelCheckpoint:
+    """A :class:`~pytorch_lightning.callbacks.ModelCheckpoint` that keeps only the weights of the
+    best validation epoch, as ``<dirpath>/best.ckpt`` (one folder per model: a second fit into the
+    same folder would replace it)."""
+    return ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False)
+
+
+def checkpoint_epoch(path: str | os.PathLike) -> int:
+    """Epochs of training behind a checkpoint that ModelCheckpoint saved after a validation."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def evaluate_test(model: pl.LightningModule, datamodule: pl.LightningDataModule, ckpt_path: str | os.PathLike | None = None) -> dict[str, float]:
+    """Test ``model`` once on ``datamodule`` and return its metrics without the ``test/`` prefix.
+
+    With ``ckpt_path`` the checkpoint's weights are loaded into ``model`` first (in place, so the
+    model keeps them afterwards, e.g. to recommend). The package's models also leave each test
+    user's values in ``model.test_per_user``.
+    """
+    if ckpt_path is not None:
+        model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
+    result = quiet_trainer(1).test(model, datamodule=datamodule, verbose=False)[0]
+    return {key.removeprefix("test/"): float(value) for key, value in result.items()}

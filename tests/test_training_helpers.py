@@ -1,0 +1,32 @@
+"""The hand-run fit helpers of crossrec_lit.training: keep the best validation epoch, name it, test it."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import pytest
+import torch
+
+from crossrec_lit.data import InteractionDataModule
+from crossrec_lit.models import BPRMF
+from crossrec_lit.training import best_checkpoint, checkpoint_epoch, quiet_trainer, evaluate_test
+
+
+def test_best_epoch_is_kept_named_and_tested(tiny_source, tmp_path):
+    dm = InteractionDataModule(tiny_source, "B", split="leave_one_out", batch_size=256, seed=0)
+    pl.seed_everything(0, verbose=False)
+    model = BPRMF(dm.num_users, dm.num_items, embedding_dim=8, lr=0.05)
+    keep = best_checkpoint(tmp_path / "bpr")
+    trainer = quiet_trainer(4, [keep], deterministic=True)
+    trainer.fit(model, datamodule=dm)
+    assert keep.best_model_path == str(tmp_path / "bpr" / "best.ckpt")
+    assert 1 <= checkpoint_epoch(keep.best_model_path) <= 4
+    # the kept weights are those of the best validation, whatever the last epoch was: testing them
+    # through the helper equals Lightning's own test of that checkpoint, and leaves them in the model
+    with torch.no_grad():
+        model.user_emb.weight.zero_()  # whatever the model holds now is replaced by the checkpoint
+    ours = evaluate_test(model, dm, keep.best_model_path)
+    theirs = quiet_trainer(1).test(BPRMF.load_from_checkpoint(keep.best_model_path, weights_only=False), datamodule=dm, verbose=False)[0]
+    assert ours["ndcg@10"] == pytest.approx(theirs["test/ndcg@10"], abs=1e-7) and "test/ndcg@10" not in ours
+    best = torch.load(keep.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    torch.testing.assert_close(model.state_dict()["user_emb.weight"], best["user_emb.weight"])
+    assert model.test_per_user is not None and len(model.test_per_user) > 0
