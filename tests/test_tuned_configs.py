@@ -60,3 +60,12 @@ def test_bad_pair_on_the_command_line_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "crossrec experiment: error: --pair 'Beauty-Toys' is not SOURCE:TARGET. Fix: write e.g. --pair Sports:Toys."
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_models_option_keeps_commas_inside_parentheses(tmp_path):
+    # "Co-occurrence (b, Beauty)" is one name: the list splits on commas outside parentheses only
+    out = tmp_path / "out"
+    proc = run_cli("--config", str(CONFIGS / "case_study_text.yaml"), "--smoke", "--seeds", "1",
+                   "--models", "Popularity (b, Beauty), Co-occurrence (b, Beauty)", "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(pd.read_csv(out / "results.csv")["model"]) == {"Popularity (b, Beauty)", "Co-occurrence (b, Beauty)"}
