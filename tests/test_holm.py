@@ -179,3 +179,17 @@ def test_error_metrics_mark_a_smaller_value_as_better():
     assert "^1" in _row(summary, "Worse") and "v1" not in _row(summary, "Worse")
     assert "Strongest baseline on rmse: Pop." in summary
     assert "lower is better for rmse, mae" in summary
+
+
+def test_verdict_needs_the_adjusted_p_and_an_interval_on_one_side():
+    from crossrec_lit.evaluation.stats import verdict
+
+    assert verdict(0.01, 0.03, 0.001, "ndcg@10") == "better"
+    assert verdict(-0.03, -0.01, 0.001, "ndcg@10") == "worse"
+    assert verdict(-0.01, 0.03, 0.001, "ndcg@10") == "no significant difference"  # interval across zero
+    assert verdict(0.01, 0.03, 0.2, "ndcg@10") == "no significant difference"  # p too large after Holm
+    assert verdict(0.01, 0.03, float("nan"), "ndcg@10") == "no significant difference"
+    assert verdict(-0.03, -0.01, 0.001, "rmse") == "better"  # a lower error
+    tests = paired_tests(_per_user(), ["Pop"], ["ndcg@10"]).set_index("model")
+    assert tests.loc["Strong", "verdict"] == "better" and tests.loc["Worse", "verdict"] == "worse"
+    assert tests.loc["Weak", "verdict"] == "no significant difference"  # raw p < 0.05, Holm p > 0.05

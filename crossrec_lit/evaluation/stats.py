@@ -98,7 +98,8 @@ def paired_tests(per_user: pd.DataFrame, baselines: Sequence[str], metrics: Sequ
 
     Besides the columns of :func:`paired_test` (raw ``p_wilcoxon`` and ``p_ttest_seeds``), each
     row has ``p_holm`` (the Wilcoxon p) and ``p_holm_ttest`` (the t-test p) adjusted by
-    :func:`holm_adjust`, and ``holm_m``, the size of the row's Wilcoxon family. A family is all
+    :func:`holm_adjust`, ``holm_m``, the size of the row's Wilcoxon family, and ``verdict``
+    (:func:`verdict`: ``better``, ``worse`` or ``no significant difference``). A family is all
     the models compared with the same baseline on the same metric in this call (so pass one
     protocol's per-user values at a time, as the summary does); undefined (``nan``) p-values stay
     ``nan`` and are not counted.
@@ -121,7 +122,23 @@ def paired_tests(per_user: pd.DataFrame, baselines: Sequence[str], metrics: Sequ
         out.loc[family.index, "p_holm"] = holm_adjust(family["p_wilcoxon"].to_numpy())
         out.loc[family.index, "p_holm_ttest"] = holm_adjust(family["p_ttest_seeds"].to_numpy())
         out.loc[family.index, "holm_m"] = int(family["p_wilcoxon"].notna().sum())
+    out["verdict"] = [verdict(r.ci_low, r.ci_high, r.p_holm, r.metric) for r in out.itertuples()]
     return out
+
+
+def verdict(ci_low: float, ci_high: float, p_holm: float, metric: str = "", alpha: float = 0.05) -> str:
+    """``better`` when the adjusted p is below ``alpha`` and the difference's interval lies on the
+    good side of zero (above it for scores, below it for errors, see :func:`lower_is_better`),
+    ``worse`` in the mirror case, else ``no significant difference``."""
+    if not (np.isfinite(p_holm) and p_holm < alpha):
+        return "no significant difference"
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    low, high = sorted((sign * ci_low, sign * ci_high))
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no significant difference"
 
 
 # errors, where a smaller value is the better one; every other reported metric is a score
@@ -172,7 +189,7 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
     if present:
         first = agg[agg["name"] == metrics[0]].set_index("model")["mean"]
         sign = -1.0 if lower_is_better(metrics[0]) else 1.0
-        strongest = max(present, key=lambda b: sign * first.get(b, sign * float("-inf")))
+        strongest = max(present, key=lambda b: sign * first[b] if b in first.index else float("-inf"))
     fit = results[results["split"] == "fit"].groupby(["model", "metric"])["value"].mean()
     lines = [f"## {protocol}", ""]
     extra = f" {metrics[0]} vs {strongest}: diff (p Holm) |" if strongest else ""
@@ -200,10 +217,11 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
             line += f" {t['mean_diff'].iloc[0]:+.4f} ({_p(t['p_holm'].iloc[0])}) |" if len(t) else " - |"
         lines.append(line)
     if not tests.empty:
+        errors = [m for m in metrics if lower_is_better(m)]
         lines += [
             "",
             f"^N: significantly better, vN: significantly worse than baseline N (two-sided Wilcoxon signed-rank on per-user values "
-            f"pooled over seeds, Holm-adjusted p < {alpha}{'; lower is better for ' + ', '.join(m for m in metrics if lower_is_better(m)) if any(lower_is_better(m) for m in metrics) else ''}): "
+            f"pooled over seeds, Holm-adjusted p < {alpha}{'; lower is better for ' + ', '.join(errors) if errors else ''}): "
             + ", ".join(f"{i + 1} = {b}" for i, b in enumerate(present))
             + f". Strongest baseline on {metrics[0]}: {strongest}.",
             "",
