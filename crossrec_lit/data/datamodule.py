@@ -214,6 +214,12 @@ class InteractionDataModule(pl.LightningDataModule):
     def item_vocab(self):
         return self.index.item_vocabs[self.eval_domain]
 
+    def mean_rating(self, domain: str, part: str = "train") -> float:
+        """Mean rating of ``domain``'s ``part`` interactions: the offset rating models predict
+        from; 0.0 when ratings are not served (``keep_ratings=False``) or the part is empty."""
+        ratings = self.index.arrays(domain, part).get("ratings") if self.keep_ratings else None
+        return float(np.mean(ratings)) if ratings is not None and len(ratings) else 0.0
+
     def model_arguments(self) -> dict:
         """Data-derived constructor arguments a model may take (the runner passes those it accepts)."""
         return {"num_users": self.num_users, "num_items": self.num_items}

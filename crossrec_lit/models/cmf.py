@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -144,8 +143,7 @@ class CMF(CrossDomainModule):
                 "link num_items and num_source_items from this CrossDomainDataModule",
             )
         for domain, buffer in ((datamodule.source_domain, self.source_rating_mean), (datamodule.target_domain, self.target_rating_mean)):
-            ratings = idx.arrays(domain, "train").get("ratings") if getattr(datamodule, "keep_ratings", False) else None
-            buffer.fill_(float(np.mean(ratings)) if ratings is not None and len(ratings) else 0.0)
+            buffer.fill_(datamodule.mean_rating(domain))
 
     # ------------------------------------------------------------------ scoring
     def _logits(self, store: str, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,10 +130,7 @@ class SourceMappingModule(CrossDomainModule, FactorModel):
         mask = torch.zeros(self.num_users, dtype=torch.bool)
         mask[torch.from_numpy(datamodule.overlap_users("train"))] = True
         self.overlap_mask.copy_(mask)
-        ratings = None
-        if getattr(datamodule, "keep_ratings", False):
-            ratings = datamodule.index.arrays(datamodule.target_domain, "train").get("ratings")
-        self.target_rating_mean.fill_(float(np.mean(ratings)) if ratings is not None and len(ratings) else 0.0)
+        self.target_rating_mean.fill_(datamodule.mean_rating(datamodule.target_domain))
 
     def score(self, users, items):
         return super().score(users, items) + self.target_rating_mean
