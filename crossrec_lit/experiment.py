@@ -61,7 +61,7 @@ from crossrec_lit.search import (
     split_hp,
     study_name,
 )
-from crossrec_lit.training import quiet_trainer
+from crossrec_lit.training import best_checkpoint, quiet_trainer
 
 EXPERIMENT_KEYS = {
     "name", "protocol", "data", "trainer", "monitor", "mode", "early_stopping", "models", "seeds",
@@ -522,7 +522,7 @@ class Runner:
         return cls(**kwargs)
 
     def trainer(self, cfg: dict, model_callbacks: list, spec: ModelSpec, tdir: Path, seed: int, hp: dict, key: str) -> pl.Trainer:
-        from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+        from pytorch_lightning.callbacks import EarlyStopping
         from pytorch_lightning.loggers import CSVLogger
 
         cfg = dict(cfg)
@@ -532,7 +532,7 @@ class Runner:
         user_callbacks = [instantiate(c) for c in (cfg.pop("callbacks", None) or [])] + [instantiate(c) for c in model_callbacks]
         monitor, mode = self.monitor(spec)
         callbacks = [
-            ModelCheckpoint(dirpath=tdir, filename="best", monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False),
+            best_checkpoint(tdir, monitor, mode),
             *user_callbacks,
         ]
         if self.exp.early_stopping:

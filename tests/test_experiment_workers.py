@@ -160,10 +160,9 @@ def test_quiet_notebook_silences_known_noise_only():
     assert in_words([]) == "none" and in_words(["a"]) == "a" and in_words(["a", "b", "c"]) == "a, b and c"
 
 
-def test_workers_leave_when_the_runner_is_killed(tmp_path):
-    """A runner killed outright (SIGKILL: no chance to shut its pool down) must not leave its
-    workers training on the machine."""
-    import signal
+def _runner_with_workers(tmp_path, *, training: bool, **popen):
+    """A smoke experiment with two workers, once both have started (``training``: and one of them
+    has trained for a while, so its Trainer has put Lightning's SIGTERM handler in place)."""
     import subprocess
     import sys
     import time
@@ -173,17 +172,30 @@ def test_workers_leave_when_the_runner_is_killed(tmp_path):
     runner = subprocess.Popen(
         [sys.executable, "-m", "crossrec_lit.experiment", "--config", str(COLDSTART), "--smoke", "--seeds", "2",
          "--workers", "2", "--out", str(tmp_path / "out"), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        **popen,
     )  # fmt: skip
+    parent = psutil.Process(runner.pid)
+    deadline = time.monotonic() + 120
+    workers = []
+    while time.monotonic() < deadline and runner.poll() is None:
+        workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+        if len(workers) == 2 and (not training or any(p.cpu_times().user > 3 for p in workers)):
+            break
+        time.sleep(0.2)
+    return runner, workers
+
+
+def test_workers_leave_when_the_runner_is_killed(tmp_path):
+    """A runner killed outright (SIGKILL: no chance to shut its pool down) must not leave its
+    workers training on the machine."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    runner, workers = _runner_with_workers(tmp_path, training=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        parent = psutil.Process(runner.pid)
-        deadline = time.monotonic() + 120
-        workers = []
-        while time.monotonic() < deadline and runner.poll() is None:
-            workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
-            if len(workers) == 2:
-                break
-            time.sleep(0.2)
         assert len(workers) == 2, "the pool's workers never started"
     finally:
         runner.send_signal(signal.SIGKILL)
@@ -204,26 +216,9 @@ def test_a_worker_stopped_by_sigterm_fails_the_run_loudly(tmp_path):
     the run with status 0 and no results (seen on a shared machine)."""
     import signal
     import subprocess
-    import sys
-    import time
 
-    import psutil
-
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "crossrec_lit.experiment", "--config", str(COLDSTART), "--smoke", "--seeds", "2",
-         "--workers", "2", "--out", str(tmp_path / "out"), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    runner, workers = _runner_with_workers(tmp_path, training=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        parent = psutil.Process(runner.pid)
-        deadline = time.monotonic() + 120
-        workers = []
-        while time.monotonic() < deadline and runner.poll() is None:
-            workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
-            # a worker that has started training: its Trainer has put Lightning's SIGTERM handler in place
-            if len(workers) == 2 and any(p.cpu_times().user > 3 for p in workers):
-                break
-            time.sleep(0.2)
         assert workers, "the pool's workers never started"
         for p in workers:
             p.send_signal(signal.SIGTERM)

@@ -62,11 +62,11 @@ STORE_NOUNS: tuple[tuple[str, ...], tuple[str, ...]] = (("kit", "set", "pack", "
 # models beat popularity, and the gap to the truth leaves room for transfer (at 1.5 it nearly closed).
 SHARPNESS = 2.0
 MIN_INTERACTIONS = 5  # the 5-core convention of the real data
+TOPICS_PER_ITEM = 2
+TEXT_WORDS = (4, 8)
 # Stars: chosen items have positive affinity, so the centre 3.0 gives (measured at the defaults) a
 # mean of 4.28 and 51% five stars, near Amazon's reviews; the noise keeps even the true tastes'
 # RMSE near 0.6 rather than 0.
-TOPICS_PER_ITEM = 2
-TEXT_WORDS = (4, 8)
 RATING_CENTRE, RATING_SCALE, RATING_NOISE = 3.0, 1.0, 0.6
 _SAMPLE_COLUMNS = 1024  # columns used to estimate a top-k threshold on wide rows
 _CHUNK_CELLS = 4_000_000  # users x items scored at once: bounds memory at ~16 MB of float32
