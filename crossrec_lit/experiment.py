@@ -650,10 +650,14 @@ def run_experiment(
     storage: str | None = None,
     trials: int | None = None,
     heartbeat: int | None = 60,
+    first_seed: int = 0,
 ) -> pd.DataFrame:
     """Run an experiment; returns the tidy results table (also written to ``out``).
 
-    ``seeds`` is a count (seeds 0..n-1) or an explicit list; by default the config's ``seeds``.
+    ``seeds`` is a count (seeds ``first_seed .. first_seed + n - 1``) or an explicit list; by
+    default the config's ``seeds``. A block of seeds other than 0..n-1 is a repetition of the whole
+    experiment, search included (the search runs on the block's first seed): the book's regression
+    check runs chapter seed s as the block ``s * n .. s * n + n - 1`` to see how far training moves.
     ``workers``: processes that train independent trials side by side (default ``CROSSREC_WORKERS``,
     else 1); each uses the config's ``num_threads`` torch threads, so workers x threads should not
     exceed the cores.
@@ -666,12 +670,16 @@ def run_experiment(
     trial's heartbeats; a trial silent for twice that is failed and queued again (None: off).
     """
     exp = config if isinstance(config, Experiment) else load_experiment(config, smoke=smoke)
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise CrossRecError(f"first seed must be a whole number >= 0, got {first_seed!r}", "use 0 (the default) or e.g. 5 for a second block of 5 seeds")
     if seeds is None:
-        seed_list = list(exp.seeds)
+        seed_list = [first_seed + s for s in exp.seeds]
     elif isinstance(seeds, int):
         if seeds < 1:
             raise CrossRecError(f"--seeds must be >= 1, got {seeds}", "run at least one seed")
-        seed_list = list(range(seeds))
+        seed_list = list(range(first_seed, first_seed + seeds))
+    elif first_seed:
+        raise CrossRecError(f"first seed {first_seed} with an explicit seed list {list(seeds)}", "give the seeds as a list, or a count with a first seed, not both")
     else:
         seed_list = [int(s) for s in seeds]
     workers = workers_from_env() if workers is None else workers
@@ -773,7 +781,8 @@ def _slug(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossrec_lit.experiment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1); default: the config's seeds")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (FIRST..FIRST+N-1); default: the config's seeds")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="FIRST", help="first of the --seeds seeds (default 0; e.g. 5 repeats a 5-seed experiment on new seeds)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--smoke", action="store_true", help="apply the config's smoke: overrides (tiny, fast)")
     parser.add_argument("--no-cache", action="store_true", help="retrain even when a cached trial matches")
@@ -801,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         run_experiment(
             config, args.seeds, args.out, cache=not args.no_cache, progress=not args.quiet,
             workers=args.workers, storage=args.storage, trials=args.trials, heartbeat=args.heartbeat,
+            first_seed=args.first_seed,
         )
     except CrossRecError as exc:
         print(f"crossrec experiment: error: {exc}", file=sys.stderr)

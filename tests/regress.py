@@ -2,13 +2,19 @@
 
     python tests/regress.py check  [chapter ...]   # run chapters with the book's parameters, compare
     python tests/regress.py update [chapter ...]   # rewrite tests/baselines/<chapter>.json deliberately
+    python tests/regress.py floor  [chapter ...]   # which trained-model metrics keep the exact floor
 
-`update` runs each chapter with the book's own parameters for several seeds and stores, for every
-number the chapter records, the value at the book's seed and its spread over the seeds; the
-tolerance of a metric is derived from that spread (3 standard deviations, with a floor of 1e-6
-relative for numbers that do not vary with the seed, such as counts or exact checks). `check`
-runs each chapter once with the book's parameters and reports every number outside its band,
-naming the chapter, the metric, the expected band and the cell that produced it.
+`update` runs each chapter with the book's own parameters for several values of its `seed`
+parameter and stores, for every number the chapter records, the value at the book's seed and its
+spread over the seeds; the tolerance of a metric is derived from that spread (3 standard
+deviations, with a floor of 1e-6 relative for numbers that do not vary with the seed, such as
+counts or exact checks). A chapter's `seed` moves everything it trains: the synthetic chapters
+seed their stores and models with it, and the chapters that call the experiment runner run the
+block of experiment seeds ``seed * n .. seed * n + n - 1`` (search included), so the band of a
+trained number is the spread of training, which is what another CPU or thread count moves.
+p-values are compared on the log10 scale, where their spread over seeds is comparable from 1e-12 to
+1. `check` runs each chapter once with the book's parameters and reports every number outside its
+band, naming the chapter, the metric, the expected band and the cell that produced it.
 """
 
 from __future__ import annotations
@@ -53,6 +59,40 @@ def tolerance(std: float, value: float) -> float:
     return max(SIGMAS * std, REL_FLOOR * max(1.0, abs(value)))
 
 
+# p-values of the paired tests: the last part of their name is p, p_<test> or p_holm...
+P_VALUE = re.compile(r"^p(_|$)")
+# metrics of trained models (what `floor` counts): ranking and rating metrics and losses
+TRAINED = re.compile(r"ndcg|recall|hit|mrr|precision|auc|rmse|mae|loss|r2")
+
+
+# Metrics named like trained ones that no training produces: exact on every CPU, so the floor is
+# their right band. (chapter, regex on the name, why)
+EXACT_BY_CONSTRUCTION = [
+    ("background", r"^popularity_test\.", "popularity counted on the real stores: no training"),
+    ("background", r"^random_hit$", "k / candidates: arithmetic"),
+    ("core_concepts", r"^toy_(hand|package)\.", "metrics of a hand-written toy ranking: no training"),
+    ("derivation", r"^checks\.", "loss by hand vs the package's on fixed tensors: closed form"),
+]
+
+
+def exact_by_construction(chapter: str, where: str) -> str | None:
+    """Why a metric is exact by construction, or None when it comes from training."""
+    return next((why for ch, pattern, why in EXACT_BY_CONSTRUCTION if ch == chapter and re.search(pattern, where)), None)
+
+
+def last_part(where: str) -> str:
+    return [p for p in re.split(r"[.\[\]]", where) if p][-1]
+
+
+def is_p_value(where: str) -> bool:
+    return bool(P_VALUE.match(last_part(where)))
+
+
+def on_scale(where: str, value: float) -> float:
+    """The value on the scale its band lives on: log10 for p-values (floored at 1e-300), else itself."""
+    return math.log10(max(value, 1e-300)) if is_p_value(where) else value
+
+
 def producing_cell(executed: Path, metric: str) -> str:
     """The code cell that computed a recorded number: the first cell (before the record cell)
     that names the metric's top-level key or its last part; else the record cell itself."""
@@ -83,9 +123,13 @@ def update(chapters: list[str], seeds: list[int]) -> int:
         metrics = {}
         for name, value in runs[book_seed].items():
             values = [runs[s][name] for s in seeds if name in runs[s]]
-            mean = sum(values) / len(values)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-            metrics[name] = {"value": value, "mean": mean, "std": std, "tolerance": tolerance(std, value), "values": values}
+            scaled = [on_scale(name, v) for v in values]
+            mean = sum(scaled) / len(scaled)
+            std = math.sqrt(sum((v - mean) ** 2 for v in scaled) / (len(scaled) - 1)) if len(scaled) > 1 else 0.0
+            entry = {"value": value, "mean": mean, "std": std, "tolerance": tolerance(std, on_scale(name, value)), "values": values}
+            if is_p_value(name):
+                entry["scale"] = "log10"  # mean, std and tolerance are in log10 units
+            metrics[name] = entry
         payload = {"chapter": chapter, "seeds": seeds, "book_seed": book_seed, "sigmas": SIGMAS, "metrics": metrics}
         (BASELINES / f"{chapter}.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
         print(f"{chapter}: {len(metrics)} numbers over seeds {seeds} ({time.perf_counter() - started:.0f}s)")
@@ -111,11 +155,15 @@ def check(chapters: list[str]) -> int:
                     failures.append(f"{chapter}: metric {name} is no longer recorded (expected {ref['value']:.6g})")
                     bad += 1
                     continue
-                low, high = ref["value"] - ref["tolerance"], ref["value"] + ref["tolerance"]
-                if not low <= got[name] <= high:
+                log = ref.get("scale") == "log10"
+                centre = on_scale(name, ref["value"]) if log else ref["value"]
+                low, high = centre - ref["tolerance"], centre + ref["tolerance"]
+                if not low <= (on_scale(name, got[name]) if log else got[name]) <= high:
+                    band = (f"log10 {centre:.3g} +/- {ref['tolerance']:.3g} [{10 ** low:.3g}, {10 ** high:.3g}]" if log
+                            else f"{ref['value']:.6g} +/- {ref['tolerance']:.3g} [{low:.6g}, {high:.6g}]")
                     failures.append(
-                        f"{chapter}: metric {name} = {got[name]:.6g}, expected {ref['value']:.6g} +/- {ref['tolerance']:.3g} "
-                        f"[{low:.6g}, {high:.6g}] ({baseline['sigmas']:g} x std over seeds {baseline['seeds']}); "
+                        f"{chapter}: metric {name} = {got[name]:.6g}, expected {band} "
+                        f"({baseline['sigmas']:g} x std over seeds {baseline['seeds']}); "
                         f"produced in {producing_cell(executed, name)}"
                     )
                     bad += 1
@@ -127,9 +175,32 @@ def check(chapters: list[str]) -> int:
     return 1 if failures else 0
 
 
+def floor(chapters: list[str]) -> int:
+    """Print, per chapter, the trained-model metrics whose baseline band is the exact floor (no
+    spread over the recorded seeds): numbers a CPU or thread change would fail on. Returns 0."""
+    total = at_floor = 0
+    for chapter in chapters:
+        path = BASELINES / f"{chapter}.json"
+        if not path.exists():
+            print(f"{chapter}: no baseline")
+            continue
+        metrics = json.loads(path.read_text())["metrics"]
+        named = {n: m for n, m in metrics.items() if TRAINED.search(last_part(n)) and not n.endswith("n_users")}
+        reasons = sorted({exact_by_construction(chapter, n) for n in named} - {None})
+        trained = {n: m for n, m in named.items() if exact_by_construction(chapter, n) is None}
+        # float noise (std ~1e-18 from summing in another order) is no spread either
+        exact = sorted(n for n, m in trained.items() if SIGMAS * m["std"] <= REL_FLOOR * max(1.0, abs(on_scale(n, m["value"]))))
+        total, at_floor = total + len(trained), at_floor + len(exact)
+        print(f"{chapter}: {len(exact)} of {len(trained)} trained-model metrics at the floor" + (f": {', '.join(exact[:8])}" + (" ..." if len(exact) > 8 else "") if exact else ""))
+        for why in reasons:
+            print(f"  exact by construction, not counted: {sum(exact_by_construction(chapter, n) == why for n in named)} ({why})")
+    print(f"all: {at_floor} of {total} ({at_floor / max(total, 1):.1%}) trained-model metrics at the floor")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["check", "update"])
+    parser.add_argument("action", choices=["check", "update", "floor"])
     parser.add_argument("chapters", nargs="*", help="default: every chapter in _toc.yml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds for update (the first is the book's)")
     args = parser.parse_args(argv)
@@ -138,6 +209,8 @@ def main(argv=None) -> int:
     if unknown:
         print(f"error: unknown chapter(s) {unknown}; the book has {toc_chapters()}", file=sys.stderr)
         return 2
+    if args.action == "floor":
+        return floor(chapters)
     return update(chapters, args.seeds) if args.action == "update" else check(chapters)
 
 

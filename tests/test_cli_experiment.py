@@ -72,6 +72,17 @@ def test_experiment_reuses_cached_trials(tmp_path):
     assert len(again) > 0
 
 
+def test_first_seed_runs_a_later_block_of_seeds(tmp_path):
+    """A second block of seeds (what the regression check runs for chapter seed 1) is a repetition
+    with its own search: the seeds are 3 and 4, and nothing is read from block 0's runs."""
+    results = run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 2, tmp_path, smoke=True, progress=False, first_seed=3)
+    assert sorted(results["seed"].unique()) == [3, 4]
+    with pytest.raises(CrossRecError, match="first seed"):
+        run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", [0, 1], tmp_path, smoke=True, progress=False, first_seed=3)
+    with pytest.raises(CrossRecError, match="first seed must be"):
+        run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 2, tmp_path, smoke=True, progress=False, first_seed=-1)
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [

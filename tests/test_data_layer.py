@@ -168,6 +168,27 @@ def test_cold_start_folds_cover_every_shared_user_once(tiny_source):
     assert sorted(tested) == sorted(shared)
 
 
+def test_cold_start_folds_past_n_folds_are_a_new_partition(tiny_source):
+    """Folds 5..9 of n_folds=5 (an experiment's second block of seeds) again test every shared
+    user once, grouped differently from folds 0..4."""
+    t = tiny_source.load()
+
+    def tested(fold):
+        f = cold_start_split(t, source="A", target="B", share=0.2, fold=fold, n_folds=5, valid_share=0.1, seed=7).frame
+        return frozenset(f.loc[f["split"] == "test", "user"])
+
+    first, second = [tested(fold) for fold in range(5)], [tested(fold) for fold in range(5, 10)]
+    shared = set(t.users("A")) & set(t.users("B"))
+    assert sorted(u for part in second for u in part) == sorted(shared)
+    assert set(first) != set(second)
+    assert tested(3) == first[3]  # round 0 is the partition it always was
+
+
+def test_cold_start_fold_must_not_be_negative(tiny_source):
+    with pytest.raises(CrossRecError, match="fold >= 0"):
+        cold_start_split(tiny_source.load(), source="A", target="B", share=0.2, fold=-1, n_folds=5)
+
+
 @pytest.mark.parametrize("share", [0.0, 1.0, -0.1])
 def test_cold_start_share_must_be_a_proper_fraction(tiny_source, share):
     with pytest.raises(CrossRecError, match="strictly between 0 and 1"):

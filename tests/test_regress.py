@@ -69,3 +69,33 @@ def test_check_names_chapter_metric_band_and_cell(fake_chapter, capsys) -> None:
 def test_check_without_baseline_says_how_to_make_one(fake_chapter, capsys) -> None:
     assert regress.check(["demo"]) == 1
     assert "make regress-update" in capsys.readouterr().out
+
+
+def test_p_values_are_banded_on_the_log_scale(fake_chapter, monkeypatch, capsys) -> None:
+    """A p-value that moves from 1e-10 to 1e-8 between seeds is inside its band at 1e-9; on the
+    linear scale the band (3 x 5e-9) would have been a bitwise check of its tiny value."""
+    ps = {0: 1e-10, 1: 1e-8, 2: 1e-12}
+    original = regress.run_chapter
+
+    def with_p(name, out, parameters):
+        rec, elapsed = original(name, out, parameters)
+        return {**rec, "paired": {"CMF": {"p_holm": ps[parameters["seed"]]}}}, elapsed
+
+    monkeypatch.setattr(regress, "run_chapter", with_p)
+    regress.update(["demo"], [0, 1, 2])
+    entry = json.loads((regress.BASELINES / "demo.json").read_text())["metrics"]["paired.CMF.p_holm"]
+    assert entry["scale"] == "log10" and entry["std"] == pytest.approx(2.0) and entry["value"] == 1e-10
+    ps[0] = 1e-9
+    assert regress.check(["demo"]) == 0
+    ps[0] = 0.04  # a verdict that flipped: 8.6 orders of magnitude, beyond 3 x 2
+    assert regress.check(["demo"]) == 1
+    assert "paired.CMF.p_holm = 0.04, expected log10 -10 +/- 6" in capsys.readouterr().out
+
+
+def test_floor_counts_trained_metrics_without_spread(fake_chapter, capsys) -> None:
+    fake_chapter["ndcg"] = {0: 0.3, 1: 0.3, 2: 0.3}  # a training that ignores the seed
+    regress.update(["demo"], [0, 1, 2])
+    assert regress.floor(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "demo: 1 of 1 trained-model metrics at the floor: ndcg" in out
+    assert "all: 1 of 1 (100.0%)" in out

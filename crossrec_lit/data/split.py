@@ -100,8 +100,12 @@ def cold_start_split(
     """Cold-start users: a share of the shared users lose ALL their target interactions.
 
     Test users are ``share`` of the users present in both domains; with ``n_folds`` and ``fold``
-    they are fold ``fold`` of a seeded partition into ``n_folds`` parts, so running folds
-    0..n_folds-1 tests every shared user exactly once (``share`` must then equal 1/n_folds).
+    they are part ``fold % n_folds`` of a seeded partition into ``n_folds`` parts, so running folds
+    0..n_folds-1 tests every shared user exactly once (``share`` must then equal 1/n_folds). Folds
+    from ``n_folds`` on use further partitions (round ``fold // n_folds``), so folds
+    ``r * n_folds .. (r + 1) * n_folds - 1`` again test every shared user once, grouped
+    differently: an experiment's seeds can be a second block of folds (``cold_start_fold: ${seed}``
+    with seeds 5..9) and vary the test customers' grouping as well as the training.
     Validation users are a further ``valid_share`` of the shared users, also fully held out, so
     that model selection never looks at the test users. Their source interactions, and everything
     of every other user, stay in train.
@@ -123,13 +127,17 @@ def cold_start_split(
     if n_folds is not None or fold is not None:
         if n_folds is None or fold is None:
             raise CrossRecError("fold and n_folds go together", "pass both, or neither for a random share")
-        if not 0 <= fold < n_folds:
-            raise CrossRecError(f"fold {fold} is outside 0..{n_folds - 1}", f"pass a fold in 0..{n_folds - 1}")
+        if n_folds < 2 or fold < 0:
+            raise CrossRecError(f"fold {fold} of n_folds {n_folds}: need n_folds >= 2 and fold >= 0", "pass e.g. n_folds=5 and fold=0..4 (5.. for a further partition)")
         if abs(share - 1.0 / n_folds) > 1e-9:
             raise CrossRecError(f"share={share} does not match n_folds={n_folds}", f"use share={1.0 / n_folds:g} with {n_folds} folds")
+        round_, part = divmod(fold, n_folds)
+        if round_:
+            # round 0 keeps the partition above (the book's seeds 0..n_folds-1 stay as they were)
+            order = np.random.default_rng([seed, round_]).permutation(len(shared))
         folds = np.array_split(order, n_folds)
-        test_idx = folds[fold]
-        rest = np.concatenate([f for i, f in enumerate(folds) if i != fold])
+        test_idx = folds[part]
+        rest = np.concatenate([f for i, f in enumerate(folds) if i != part])
         # validation users come from the other folds, chosen by the seed (not the fold), so each
         # fold's validation set is different but never overlaps its test set
         rest = rest[np.random.default_rng(seed + 7919).permutation(len(rest))]
