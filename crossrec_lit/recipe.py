@@ -136,7 +136,9 @@ class TransferRecipe:
     def run(self, stores, seed: int, weight: float, **data_changes) -> dict:
         """The recipe on ``stores`` (a DataSource with both stores) for one seed: the cold-start test
         NDCG@10 of the transfer model and of the target-only baseline, their difference, whether the
-        guard fired, the seconds of each fit, and the numbers of test and shared customers.
+        guard fired (with its baseline, the target-only model's best validation score, and the
+        transfer model's validation curve as (epoch, score) pairs), the seconds of each fit, and the
+        numbers of test and shared customers.
         ``data_changes`` override :attr:`data` for this call."""
         kw = {**self.data, **data_changes, "seed": seed}
         a, b = self.source_domain, self.target_domain
@@ -152,6 +154,8 @@ class TransferRecipe:
             "target_only": target_only_ndcg,
             "gain": transfer_ndcg - target_only_ndcg,
             "guard_fired": guard.triggered,
+            "guard_baseline": float(baseline_keep.best_model_score),
+            "guard_curve": list(guard.history),
             "source_seconds": source_seconds,
             "transfer_seconds": model_seconds,
             "target_only_seconds": baseline_seconds,

@@ -21,6 +21,7 @@ SMOKE = {
     "source_weights": [1.0],
     "source_sizes": [5, 24],
     "overlaps": [0.3, 0.9],
+    "domain_shifts": [0.0, "independent"],
     "sweep_seeds": 1,
 }
 MODELS = ("Popularity", "Overlap popularity", "Target-only MF", "EMCDR (map)", "Shared customers (transfer)")
@@ -31,7 +32,7 @@ def check_algorithm(rec: dict, params: dict) -> None:
         "preprocess", "source_val_ndcg@10", "transferred", "skipped", "frozen_distance_max",
         "released_distance_last", "recommended_rows", "test_ndcg@10", "test_recall@10",
         "paired_vs_target_only", "grid", "chosen_weight", "chosen_test_ndcg@10", "baseline_val_ndcg@10",
-        "source_size", "overlap", "guard_sweeps", "independent", "cost", "sizes", "parameters", "seed",
+        "source_size", "overlap", "guard_sweeps", "independent", "domain_shift", "cost", "sizes", "parameters", "seed",
     }  # fmt: skip
     assert expected <= rec.keys(), f"missing keys: {sorted(expected - rec.keys())}"
     seeds = rec["parameters"]["seeds"]
@@ -84,6 +85,14 @@ def check_algorithm(rec: dict, params: dict) -> None:
     baselines = {round(p["target_only"], 9) for p in rec["source_size"].values()}
     assert len(baselines) == 1, "store B and the split must not change with the source size"
     assert len(rec["independent"]["gain"]) == len(seeds) == len(rec["independent"]["guard"])
+    # (c) one row per domain shift, in the parameter's order, with the generator's taste correlation
+    shifts = rec["domain_shift"]
+    assert list(shifts) == [str(x) for x in params.get("domain_shifts", [0.0, 0.5, 1.0, "independent"])]
+    for shift, row in shifts.items():
+        expected_corr = 0.0 if shift == "independent" else 1.0 / (1.0 + float(shift) ** 2)
+        assert row["taste_correlation"] == pytest.approx(expected_corr, abs=1e-12)
+        assert row["gain"] == pytest.approx(row["transfer"] - row["target_only"], abs=1e-12)
+    assert shifts["independent"]["gain"] == pytest.approx(sum(rec["independent"]["gain"]) / len(seeds), abs=1e-12)
     guard = rec["guard_sweeps"]
     assert guard["runs"] == len(seeds) * (len(sizes) + len(rec["overlap"]))
     assert 0 <= guard["false_alarms"] + guard["misses"] <= guard["runs"]

@@ -15,7 +15,10 @@ def test_recipe_runs_every_step_and_reports_the_gain(tmp_path):
     stores = Synthetic(n_users=600, n_items=(200, 150), overlap=0.6, interactions_per_user=(10, 8), seed=3)
     recipe = TransferRecipe(tmp_path, embedding_dim=8, lr=0.02, epochs=4, freeze_epochs=2, patience=2, data={"split": "cold_start", "batch_size": 256})
     out = recipe.run(stores, seed=0, weight=1.0)
-    assert set(out) == {"transfer", "target_only", "gain", "guard_fired", "source_seconds", "transfer_seconds", "target_only_seconds", "n_test_users", "n_shared"}
+    assert set(out) == {"transfer", "target_only", "gain", "guard_fired", "guard_baseline", "guard_curve", "source_seconds", "transfer_seconds", "target_only_seconds", "n_test_users", "n_shared"}
+    # the guard watched every validation of the transfer model, against target-only MF's best
+    assert out["guard_curve"] and all(0.0 <= score <= 1.0 for _, score in out["guard_curve"])
+    assert 0.0 <= out["guard_baseline"] <= 1.0
     assert 0.0 <= out["transfer"] <= 1.0 and 0.0 <= out["target_only"] <= 1.0
     assert out["gain"] == pytest.approx(out["transfer"] - out["target_only"])
     assert isinstance(out["guard_fired"], bool) and out["n_test_users"] > 0 and out["n_shared"] > 0
