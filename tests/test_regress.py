@@ -99,3 +99,18 @@ def test_floor_counts_trained_metrics_without_spread(fake_chapter, capsys) -> No
     out = capsys.readouterr().out
     assert "demo: 1 of 1 trained-model metrics at the floor: ndcg" in out
     assert "all: 1 of 1 (100.0%)" in out
+
+
+def test_update_names_verdicts_that_depend_on_the_seed(fake_chapter, monkeypatch, capsys) -> None:
+    original = regress.run_chapter
+    ps = {0: 0.5, 1: 0.001, 2: 0.01}
+
+    def with_p(name, out, parameters):
+        rec, elapsed = original(name, out, parameters)
+        return {**rec, "vs": {"p_holm": ps[parameters["seed"]], "p_wilcoxon": 0.001}}, elapsed
+
+    monkeypatch.setattr(regress, "run_chapter", with_p)
+    regress.update(["demo"], [0, 1, 2])
+    baseline = json.loads((regress.BASELINES / "demo.json").read_text())
+    assert baseline["verdicts_that_flip"] == ["vs.p_holm"]  # p_wilcoxon is significant in every seed
+    assert "verdict depends on the seed: vs.p_holm = 0.5, 0.001, 0.01" in capsys.readouterr().out
