@@ -8,11 +8,15 @@ import torch
 from contract import ALL_CHECKS, Case, check_contract
 from conftest import quiet_trainer
 from crossrec_lit.data import CrossDomainDataModule, InteractionDataModule
-from crossrec_lit.models import BPRMF, MF, Popularity
+from crossrec_lit.models import BPRMF, MF, Popularity, SASRec
 
 
 def single(source):
     return InteractionDataModule(source, "B", batch_size=256, num_negatives=2, seed=0)
+
+
+def sequences(source):
+    return InteractionDataModule(source, "B", batch_size=64, sequence_len=10, seed=0)
 
 
 CASES = {
@@ -20,6 +24,9 @@ CASES = {
     "MF": Case(lambda dm: MF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01), single),
     "BPRMF": Case(lambda dm: BPRMF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01), single),
     "BPRMF-sparse": Case(lambda dm: BPRMF(dm.num_users, dm.num_items, embedding_dim=16, lr=0.01, optimizer="sparse_adam"), single),
+    "SASRec": Case(lambda dm: SASRec(**dm.model_arguments_for(SASRec), max_len=10, embedding_dim=16, ffn_dim=32, lr=0.01), sequences),
+    "SASRec-sampled": Case(lambda dm: SASRec(**dm.model_arguments_for(SASRec), max_len=10, embedding_dim=16, ffn_dim=32, lr=0.01, loss="sampled", num_sampled=16), sequences),
+    "SASRec-bce": Case(lambda dm: SASRec(**dm.model_arguments_for(SASRec), max_len=10, embedding_dim=16, ffn_dim=32, lr=0.01, loss="bce"), sequences),
 }
 
 

@@ -6,6 +6,7 @@ from crossrec_lit.data.indexed import IndexedInteractions
 from crossrec_lit.data.interactions import InteractionTable, Vocab
 from crossrec_lit.data.preprocess import OverlapReport, deduplicate, implicit_threshold, k_core, overlap_report, require_overlap
 from crossrec_lit.data.sampling import EvalBatches, NegativeSampler, TrainBatches
+from crossrec_lit.data.sequences import SequenceBatches, padded_sequences
 from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, new_item_split, ratio_split, save_split, split_counts
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "InteractionTable",
     "NegativeSampler",
     "OverlapReport",
+    "SequenceBatches",
     "Synthetic",
     "TableSource",
     "TrainBatches",
@@ -32,6 +34,7 @@ __all__ = [
     "load_split",
     "new_item_split",
     "overlap_report",
+    "padded_sequences",
     "ratio_split",
     "require_overlap",
     "save_split",

@@ -57,6 +57,11 @@ class InteractionDataModule(pl.LightningDataModule):
             so that cold-start folds 0..4 partition the same users across runs).
         num_workers: DataLoader workers (0 is usually fastest: batches are built vectorised).
         keep_ratings: serve ``ratings`` with training batches and evaluate MAE/RMSE.
+        sequence_len: serve training batches of whole purchase sequences instead of
+            interactions (for sequence models such as :class:`~crossrec_lit.models.SASRec`): each
+            customer's last ``sequence_len`` training items in order, as inputs, and the items
+            that follow them as targets (:class:`~crossrec_lit.data.sequences.SequenceBatches`;
+            ``batch_size`` then counts customers). ``None`` (default): interactions.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class InteractionDataModule(pl.LightningDataModule):
         split_seed: int | None = None,
         num_workers: int = 0,
         keep_ratings: bool = False,
+        sequence_len: int | None = None,
     ):
         super().__init__()
         if not isinstance(source, DataSource):
@@ -114,6 +120,9 @@ class InteractionDataModule(pl.LightningDataModule):
         self.split_seed = int(seed if split_seed is None else split_seed)
         self.num_workers = int(num_workers)
         self.keep_ratings = keep_ratings
+        if sequence_len is not None and (isinstance(sequence_len, bool) or int(sequence_len) < 1):
+            raise CrossRecError(f"sequence_len must be a whole number >= 1, got {sequence_len!r}", "use e.g. 50, or None for interaction batches")
+        self.sequence_len = None if sequence_len is None else int(sequence_len)
         self._index: IndexedInteractions | None = None
         self._table: InteractionTable | None = None
 
@@ -272,7 +281,24 @@ class InteractionDataModule(pl.LightningDataModule):
     def _loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
 
+    def sequences(self, parts: str | tuple[str, ...] = "train", length: int | None = None, domain: str | None = None) -> np.ndarray:
+        """``[num_users, length]`` item sequences of ``domain``'s split part(s) (default: the target
+        store's training items, ``sequence_len`` wide): see
+        :func:`~crossrec_lit.data.sequences.padded_sequences` (items shifted by one, 0 = padding)."""
+        from crossrec_lit.data.sequences import padded_sequences
+
+        length = self.sequence_len if length is None else int(length)
+        if length is None:
+            raise CrossRecError("sequences need a length", "pass length=, or build the DataModule with sequence_len")
+        a = self.index.arrays(domain or self.target_domain, parts)
+        return padded_sequences(a["users"], a["items"], a["positions"], self.num_users, length)
+
     def train_dataloader(self):
+        if self.sequence_len is not None:
+            from crossrec_lit.data.sequences import SequenceBatches
+
+            # one column more than the model reads: inputs are columns 0..L-1, targets 1..L
+            return self._loader(SequenceBatches(self.sequences("train", self.sequence_len + 1), batch_size=self.batch_size, seed=self.seed))
         return self._loader(self._train_batches(self.target_domain))
 
     def eval_batches(self, part: str) -> EvalBatches:
@@ -382,6 +408,11 @@ class CrossDomainDataModule(InteractionDataModule):
         **kwargs,
     ):
         super().__init__(source, target_domain, split=split, **kwargs)
+        if self.sequence_len is not None:
+            raise CrossRecError(
+                "sequence_len is not supported by CrossDomainDataModule yet (its batches are keyed by store)",
+                "train a sequence model on one store with InteractionDataModule(sequence_len=...)",
+            )
         if source_domain == target_domain:
             raise CrossRecError(f"source_domain and target_domain are both {source_domain!r}", "pick two different stores")
         if phase not in PHASES:

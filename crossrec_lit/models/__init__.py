@@ -10,6 +10,7 @@ from crossrec_lit.models.dtcdr import DTCDR
 from crossrec_lit.models.emcdr import EMCDR, SourceMappingModule
 from crossrec_lit.models.mf import BPRMF, MF, FactorModel
 from crossrec_lit.models.ptupcdr import PTUPCDR
+from crossrec_lit.models.sequential import SASRec
 from crossrec_lit.models.shared import SharedUserMF
 from crossrec_lit.models.text import TextTwoTower
 
@@ -29,6 +30,7 @@ __all__ = [
     "Popularity",
     "RandomScores",
     "RecommenderModule",
+    "SASRec",
     "SharedUserMF",
     "SourceMappingModule",
     "TargetOnlyMF",
