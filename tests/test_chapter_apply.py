@@ -27,6 +27,7 @@ def check_apply(rec: dict, params: dict) -> None:
     expected = {
         "data", "smoke", "stores", "files_ok", "csv_rows", "n_shared", "diagnosis_verdict", "models", "seeds", "ndcg@10",
         "recall@10", "strongest_baseline", "vs_strongest", "rating", "rating_vs_base", "rating_better", "rating_worse",
+        "verdicts_changed", "rating_verdicts_changed",
     }  # fmt: skip
     assert expected <= rec.keys(), f"missing keys: {sorted(expected - rec.keys())}"
     assert rec["stores"] == ["Sports", "Beauty"]
@@ -55,6 +56,9 @@ def check_apply(rec: dict, params: dict) -> None:
         higher = test["p_holm"] < 0.05 and test["ci_low"] > 0
         assert (model in rec["rating_better"]) == lower and (model in rec["rating_worse"]) == higher
         assert not math.isnan(test["mean_diff"])
+    # the second block of seeds: the verdicts that changed are among those tested
+    assert set(rec["verdicts_changed"]) <= set(rec["vs_strongest"])
+    assert set(rec["rating_verdicts_changed"]) <= set(rec["rating_vs_base"])
 
 
 def test_smoke(tmp_path: Path) -> None:

@@ -193,3 +193,19 @@ def test_verdict_needs_the_adjusted_p_and_an_interval_on_one_side():
     tests = paired_tests(_per_user(), ["Pop"], ["ndcg@10"]).set_index("model")
     assert tests.loc["Strong", "verdict"] == "better" and tests.loc["Worse", "verdict"] == "worse"
     assert tests.loc["Weak", "verdict"] == "no significant difference"  # raw p < 0.05, Holm p > 0.05
+
+
+def test_verdict_agreement_pairs_two_blocks_of_seeds():
+    import pandas as pd
+
+    from crossrec_lit import CrossRecError
+    from crossrec_lit.evaluation.stats import verdict_agreement
+
+    first = pd.DataFrame({"model": ["A", "B", "C"], "baseline": "P", "metric": "ndcg@10", "verdict": ["better", "no significant difference", "worse"], "mean_diff": [0.1, 0.0, -0.1]})
+    second = first.assign(verdict=["better", "better", "worse"]).iloc[:2]  # C was not run again
+    out = verdict_agreement(first, second).set_index("model")
+    assert list(out.index) == ["A", "B"]
+    assert out["agree"].tolist() == [True, False]
+    assert out.loc["B", "verdict_second"] == "better"
+    with pytest.raises(CrossRecError, match="lacks columns"):
+        verdict_agreement(first.drop(columns="verdict"), second)

@@ -126,6 +126,22 @@ def paired_tests(per_user: pd.DataFrame, baselines: Sequence[str], metrics: Sequ
     return out
 
 
+def verdict_agreement(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts of two :func:`paired_tests` tables side by side, e.g. of the same experiment on
+    two blocks of seeds (``run_experiment(..., first_seed=...)``): one row per (model, baseline,
+    metric) in both, with ``verdict_first``, ``verdict_second`` and ``agree``. A verdict that
+    changes between blocks of seeds belongs to the seeds (the folds, the search, the training),
+    not to the stores, and should not be reported as the stores' answer."""
+    keys = ["model", "baseline", "metric"]
+    for name, table in (("first", first), ("second", second)):
+        missing = {*keys, "verdict"} - set(table.columns)
+        if missing:
+            raise CrossRecError(f"the {name} table lacks columns {sorted(missing)}", "pass tables returned by paired_tests")
+    both = first[[*keys, "verdict", "mean_diff"]].merge(second[[*keys, "verdict", "mean_diff"]], on=keys, suffixes=("_first", "_second"))
+    both["agree"] = both["verdict_first"] == both["verdict_second"]
+    return both
+
+
 def verdict(ci_low: float, ci_high: float, p_holm: float, metric: str = "", alpha: float = 0.05) -> str:
     """``better`` when the adjusted p is below ``alpha`` and the difference's interval lies on the
     good side of zero (above it for scores, below it for errors, see :func:`lower_is_better`),
