@@ -138,3 +138,20 @@ def test_sequential_configs_run_in_smoke_mode(tmp_path, name, models):
     tested = results[(results["split"] == "test") & (results["metric"] == "ndcg")]
     assert set(tested["model"]) == models
     assert tested["value"].between(0, 1).all()
+
+
+def test_sasrec_attention_looks_only_backwards_and_sums_to_one(tiny_source):
+    dm = InteractionDataModule(tiny_source, "B", batch_size=64, sequence_len=8, seed=0)
+    model = small_model(dm)
+    seq = torch.tensor([4, 9, 2, 7, 3])
+    weights = model.attention(seq)
+    assert weights.shape == (2, 5, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 5))
+    assert torch.all(torch.triu(weights, 1) == 0)  # no position draws on a later purchase
+    # the block-by-block walk that collects the weights is the encoder's own forward pass
+    model.eval()
+    with torch.no_grad():
+        x, mask = model._inputs(seq[None])
+        for layer in model.blocks.layers:
+            x = layer(x, src_mask=mask)
+        torch.testing.assert_close(x, model.encode(seq[None]), rtol=1e-5, atol=1e-6)

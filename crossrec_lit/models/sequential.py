@@ -111,9 +111,8 @@ class SASRec(RecommenderModule):
         super().on_validation_epoch_end()
 
     # ------------------------------------------------------------------ the network
-    def encode(self, sequences: torch.Tensor) -> torch.Tensor:
-        """[B, L, d] states of right-aligned ``sequences`` [B, L] (L <= max_len); the state at t
-        has seen the items up to t only."""
+    def _inputs(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first block's input [B, L, d] and the attention mask [B * heads, L, L] (True: blocked)."""
         length = sequences.shape[1]
         positions = torch.arange(self.max_len - length, self.max_len, device=sequences.device)
         x = self.item_emb(sequences) + self.pos_emb(positions)[None]
@@ -123,8 +122,29 @@ class SASRec(RecommenderModule):
         # position's row is never fully masked (its output is never used)
         mask = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), 1)[None] | pad[:, None, :]
         mask &= ~torch.eye(length, dtype=torch.bool, device=x.device)[None]
-        mask = mask.repeat_interleave(self.num_heads, 0)
+        return x, mask.repeat_interleave(self.num_heads, 0)
+
+    def encode(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[B, L, d] states of right-aligned ``sequences`` [B, L] (L <= max_len); the state at t
+        has seen the items up to t only."""
+        x, mask = self._inputs(sequences)
         return self.blocks(x, mask=mask)
+
+    @torch.no_grad()
+    def attention(self, sequence: torch.Tensor) -> torch.Tensor:
+        """[num_blocks, L, L] attention weights (mean over heads) of every block for one
+        right-aligned ``sequence`` [L] (e.g. a row of :attr:`test_history`, padding cut off): row t
+        says how much the state at t drew on each earlier purchase. Computed in eval mode."""
+        was_training = self.training
+        self.eval()
+        x, mask = self._inputs(torch.as_tensor(sequence, device=self.device).reshape(1, -1))
+        weights = []
+        for layer in self.blocks.layers:
+            # the block's own attention module, asked for the weights its forward pass discards
+            weights.append(layer.self_attn(x, x, x, attn_mask=mask, need_weights=True, average_attn_weights=True)[1][0])
+            x = layer(x, src_mask=mask)
+        self.train(was_training)
+        return torch.stack(weights)
 
     def user_states(self, users: torch.Tensor) -> torch.Tensor:
         history = getattr(self, self._eval_history)[users]
