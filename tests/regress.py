@@ -191,15 +191,14 @@ def floor(chapters: list[str]) -> int:
             print(f"{chapter}: no baseline")
             continue
         metrics = json.loads(path.read_text())["metrics"]
-        named = {n: m for n, m in metrics.items() if TRAINED.search(last_part(n)) and not n.endswith("n_users")}
-        reasons = sorted({exact_by_construction(chapter, n) for n in named} - {None})
-        trained = {n: m for n, m in named.items() if exact_by_construction(chapter, n) is None}
+        why = {n: exact_by_construction(chapter, n) for n in metrics if TRAINED.search(last_part(n)) and not n.endswith("n_users")}
+        trained = [n for n, reason in why.items() if reason is None]
         # float noise (std ~1e-18 from summing in another order) is no spread either
-        exact = sorted(n for n, m in trained.items() if SIGMAS * m["std"] <= REL_FLOOR * max(1.0, abs(on_scale(n, m["value"]))))
+        exact = sorted(n for n in trained if SIGMAS * metrics[n]["std"] <= REL_FLOOR * max(1.0, abs(on_scale(n, metrics[n]["value"]))))
         total, at_floor = total + len(trained), at_floor + len(exact)
         print(f"{chapter}: {len(exact)} of {len(trained)} trained-model metrics at the floor" + (f": {', '.join(exact[:8])}" + (" ..." if len(exact) > 8 else "") if exact else ""))
-        for why in reasons:
-            print(f"  exact by construction, not counted: {sum(exact_by_construction(chapter, n) == why for n in named)} ({why})")
+        for reason in sorted(set(why.values()) - {None}):
+            print(f"  exact by construction, not counted: {sum(r == reason for r in why.values())} ({reason})")
     print(f"all: {at_floor} of {total} ({at_floor / max(total, 1):.1%}) trained-model metrics at the floor")
     return 0
 

@@ -27,6 +27,7 @@ from crossrec_lit.data.indexed import IndexedInteractions
 from crossrec_lit.data.interactions import InteractionTable
 from crossrec_lit.data.preprocess import OverlapReport, deduplicate, implicit_threshold, k_core, overlap_report, require_overlap
 from crossrec_lit.data.sampling import EvalBatches, TrainBatches
+from crossrec_lit.data.sequences import SequenceBatches, padded_sequences
 from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, new_item_split, ratio_split, save_split
 from crossrec_lit.errors import CrossRecError
 
@@ -285,8 +286,6 @@ class InteractionDataModule(pl.LightningDataModule):
         """``[num_users, length]`` item sequences of ``domain``'s split part(s) (default: the target
         store's training items, ``sequence_len`` wide): see
         :func:`~crossrec_lit.data.sequences.padded_sequences` (items shifted by one, 0 = padding)."""
-        from crossrec_lit.data.sequences import padded_sequences
-
         length = self.sequence_len if length is None else int(length)
         if length is None:
             raise CrossRecError("sequences need a length", "pass length=, or build the DataModule with sequence_len")
@@ -295,8 +294,6 @@ class InteractionDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         if self.sequence_len is not None:
-            from crossrec_lit.data.sequences import SequenceBatches
-
             # one column more than the model reads: inputs are columns 0..L-1, targets 1..L
             return self._loader(SequenceBatches(self.sequences("train", self.sequence_len + 1), batch_size=self.batch_size, seed=self.seed))
         return self._loader(self._train_batches(self.target_domain))

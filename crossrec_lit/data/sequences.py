@@ -92,8 +92,9 @@ class SequenceBatches(IterableDataset):
         for i, b in enumerate(batches.tolist()):
             if i % n_workers != worker:
                 continue
-            users = self.users[order[b * self.batch_size : (b + 1) * self.batch_size]]
+            chosen = order[b * self.batch_size : (b + 1) * self.batch_size]
+            users = self.users[chosen]
             rows = self.sequences[users]
             if self.bucket:
-                rows = rows[:, -int(self.lengths[order[b * self.batch_size : (b + 1) * self.batch_size]].max()) :]
+                rows = rows[:, -int(self.lengths[chosen].max()) :]
             yield {"users": users, "inputs": rows[:, :-1], "targets": rows[:, 1:]}

@@ -17,7 +17,6 @@ multi-phase model (SOURCE -> TARGET -> OVERLAP) is trained by switching phases b
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from crossrec_lit.errors import CrossRecError
@@ -98,14 +97,6 @@ class CrossDomainModule(RecommenderModule):
     @staticmethod
     def histories(datamodule, domain: str, max_len: int) -> torch.Tensor:
         """[num_users, max_len] item indices of each user's most recent training items in
-        ``domain``, padded with -1 (a fixed-size buffer, so it lives in checkpoints)."""
-        idx = datamodule.index
-        a = idx.arrays(domain, "train")
-        order = np.lexsort((-a["positions"], a["users"]))  # per user, most recent first
-        users, items = a["users"][order], a["items"][order]
-        starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
-        rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
-        keep = rank < max_len
-        out = torch.full((idx.num_users, max_len), -1, dtype=torch.long)
-        out[torch.from_numpy(users[keep]), torch.from_numpy(rank[keep])] = torch.from_numpy(items[keep])
-        return out
+        ``domain``, most recent first, padded with -1 (a fixed-size buffer, so it lives in
+        checkpoints): the DataModule's sequences (oldest first, shifted by one) reversed."""
+        return torch.from_numpy(datamodule.sequences("train", max_len, domain)[:, ::-1].copy()) - 1

@@ -14,7 +14,7 @@ from torch import nn
 
 from crossrec_lit.data.sequences import PAD
 from crossrec_lit.errors import CrossRecError
-from crossrec_lit.models.base import RecommenderModule, single_domain_batch
+from crossrec_lit.models.base import RecommenderModule
 
 LOSSES = ("ce", "sampled", "bce")
 
@@ -161,7 +161,6 @@ class SASRec(RecommenderModule):
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: dict) -> torch.Tensor:
-        batch = single_domain_batch(batch)
         if "inputs" not in batch:
             raise CrossRecError("SASRec got a batch of interactions, not sequences", f"build the DataModule with sequence_len={self.max_len}")
         inputs, targets = batch["inputs"], batch["targets"]
