@@ -100,8 +100,14 @@ def test_sasrec_needs_sequences(tiny_source):
     dm = InteractionDataModule(tiny_source, "B", batch_size=64, seed=0)
     with pytest.raises(CrossRecError, match="sequence_len=8"):
         quiet_trainer(max_epochs=1).fit(small_model(dm), dm)
-    with pytest.raises(CrossRecError, match="not supported by CrossDomainDataModule"):
-        CrossDomainDataModule(tiny_source, "A", "B", sequence_len=8)
+    with pytest.raises(CrossRecError, match="sequence_stores must be"):
+        CrossDomainDataModule(tiny_source, "A", "B", sequence_len=8, sequence_stores="both")
+    with pytest.raises(CrossRecError, match="eval_domain='source' does not apply"):
+        CrossDomainDataModule(tiny_source, "A", "B", sequence_len=8, eval_domain="source")
+    with pytest.raises(CrossRecError, match="unknown positions"):
+        SASRec(10, 100, positions="relative")
+    with pytest.raises(CrossRecError, match="smaller than the 100 items"):
+        SASRec(10, 100, num_input_items=50)
     with pytest.raises(CrossRecError, match="sequence_len must be"):
         InteractionDataModule(tiny_source, "B", sequence_len=0)
     with pytest.raises(CrossRecError, match="unknown loss"):
@@ -155,3 +161,69 @@ def test_sasrec_attention_looks_only_backwards_and_sums_to_one(tiny_source):
         for layer in model.blocks.layers:
             x = layer(x, src_mask=mask)
         torch.testing.assert_close(x, model.encode(seq[None]), rtol=1e-5, atol=1e-6)
+
+
+def test_merged_sequences_put_the_source_history_first_in_one_vocabulary(tiny_source):
+    dm = CrossDomainDataModule(tiny_source, "A", "B", sequence_len=40, seed=0)
+    idx, ns = dm.index, dm.num_source_items
+    assert dm.model_arguments_for(SASRec)["num_input_items"] == ns + dm.num_target_items
+    merged = dm.sequences("train")
+    src, tgt = dm.sequences("train", domain="A"), dm.sequences("train", domain="B")
+    shared = np.intersect1d(idx.users_with("A", "train"), idx.users_with("B", "train"))
+    assert len(shared) > 10
+    for u in shared[:10]:
+        s_items = src[u][src[u] != PAD].tolist()
+        t_items = (tgt[u][tgt[u] != PAD] + ns).tolist()
+        assert merged[u][merged[u] != PAD].tolist() == (s_items + t_items)[-40:]
+    with_valid = dm.sequences(("train", "valid"))
+    valid = idx.arrays("B", "valid")
+    assert (with_valid[valid["users"], -1] == valid["items"] + ns + 1).all()  # the valid item comes last
+    alone = CrossDomainDataModule(tiny_source, "A", "B", sequence_len=40, seed=0, sequence_stores="target")
+    assert np.array_equal(alone.sequences("train"), tgt) and alone.num_input_items == alone.num_target_items
+
+
+def test_merged_sasrec_ranks_target_items_for_cold_start_customers():
+    """Each customer buys one source item and then its partner in the target store: the partner is
+    a function of the source item, which only a model reading both stores in one sequence can
+    learn. Cold-start customers (no target history) must be told their partner item. Positions
+    count from the start of the history, so the last source item has the same position for a cold
+    customer as for the warm customers the model learned from."""
+    import pandas as pd
+
+    from crossrec_lit.data import InteractionTable, TableSource
+
+    rows = []
+    for u in range(400):
+        s = u % 20
+        rows += [(f"u{u}", f"s{s}", 0, "S"), (f"u{u}", f"s{(s + 7) % 20}", 1, "S"), (f"u{u}", f"t{(s + 7) % 20}", 0, "T"), (f"u{u}", f"t{(s + 3) % 20}", 1, "T")]
+    frame = pd.DataFrame(rows, columns=["user", "item", "position", "domain"])
+    table = InteractionTable(frame)
+    torch.manual_seed(0)
+    results = {}
+    for stores in ("merged", "target"):
+        dm = CrossDomainDataModule(TableSource(table), "S", "T", split="cold_start", cold_start_share=0.2, cold_valid_share=0.1, sequence_len=4, sequence_stores=stores, batch_size=64, seed=0)
+        model = SASRec(**dm.model_arguments_for(SASRec), max_len=4, embedding_dim=16, ffn_dim=32, dropout=0.0, lr=0.01, ks=(1, 10), positions="from_start")
+        assert model.num_input_items == (40 if stores == "merged" else 20) and model.num_items == 20
+        trainer = quiet_trainer(max_epochs=40, limit_val_batches=0)
+        trainer.fit(model, dm)
+        results[stores] = trainer.test(model, dm, verbose=False)[0]["test/hit@1"]
+        assert model.full_scores(torch.arange(3)).shape == (3, 20)
+    assert results["merged"] > 0.9  # the first target item follows from the last source item
+    assert results["target"] < 0.3  # no target history: one state for every cold customer
+
+
+def test_positions_from_start_count_each_customers_history_from_its_first_item(tiny_source):
+    """From the start, a purchase's state depends on what came before it, not on how much came
+    after: the first item of [4, 9, 2] reads like [4] alone. From the end it does not (the first
+    item of three sits two positions before the last), which is what strands a cold-start
+    customer's last source item on a merged timeline."""
+    dm = InteractionDataModule(tiny_source, "B", batch_size=64, sequence_len=8, seed=0)
+    start = small_model(dm, positions="from_start").eval()
+    end = small_model(dm, positions="from_end").eval()
+    end.load_state_dict(start.state_dict())
+    three, one = torch.tensor([[PAD, 4, 9, 2]]), torch.tensor([[PAD, PAD, PAD, 4]])
+    assert torch.allclose(start.encode(three)[:, 1], start.encode(one)[:, -1], atol=1e-5)
+    assert not torch.allclose(end.encode(three)[:, 1], end.encode(one)[:, -1], atol=1e-3)
+    # padding in front (a batch cut to a longer customer's width) changes neither
+    for model in (start, end):
+        assert torch.allclose(model.encode(three)[:, -1], model.encode(three[:, 1:])[:, -1], atol=1e-5)

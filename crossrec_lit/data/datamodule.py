@@ -383,6 +383,11 @@ class CrossDomainDataModule(InteractionDataModule):
             the target store, so the two stores share no customers (two separate shops; only
             item text can carry knowledge across). Needs ``min_overlap=0``.
         source_batch_size: batch size of source batches (default: ``batch_size``).
+        sequence_stores: with ``sequence_len``, what a customer's sequence holds: ``merged`` (the
+            default: their source-store training history, then their target-store history, in
+            one vocabulary where source items come first, see :meth:`sequences`) or ``target``
+            (the target store alone, as InteractionDataModule would serve it, with the same split).
+            Sequence batches are plain batches (not keyed by store) and ignore ``phase``.
         **kwargs: as in :class:`InteractionDataModule`.
     """
 
@@ -402,14 +407,18 @@ class CrossDomainDataModule(InteractionDataModule):
         min_overlap: int = 1,
         drop_shared_users: bool = False,
         source_batch_size: int | None = None,
+        sequence_stores: str = "merged",
         **kwargs,
     ):
         super().__init__(source, target_domain, split=split, **kwargs)
-        if self.sequence_len is not None:
+        if sequence_stores not in ("merged", "target"):
+            raise CrossRecError(f"sequence_stores must be 'merged' or 'target', got {sequence_stores!r}", "use 'merged' (source history first) or 'target' (the target store alone)")
+        if self.sequence_len is not None and eval_domain != "target":
             raise CrossRecError(
-                "sequence_len is not supported by CrossDomainDataModule yet (its batches are keyed by store)",
-                "train a sequence model on one store with InteractionDataModule(sequence_len=...)",
+                "sequence batches rank the target store's items; eval_domain='source' does not apply to them",
+                "pretrain a sequence model on the source store with InteractionDataModule(domain=<source>, sequence_len=...)",
             )
+        self.sequence_stores = sequence_stores
         if source_domain == target_domain:
             raise CrossRecError(f"source_domain and target_domain are both {source_domain!r}", "pick two different stores")
         if phase not in PHASES:
@@ -503,7 +512,42 @@ class CrossDomainDataModule(InteractionDataModule):
         return self.index.item_vocabs[self.target_domain]
 
     def model_arguments(self) -> dict:
-        return {**super().model_arguments(), "num_source_items": self.num_source_items, "num_target_items": self.num_target_items}
+        args = {**super().model_arguments(), "num_source_items": self.num_source_items, "num_target_items": self.num_target_items}
+        if self.sequence_len is not None:
+            args["num_input_items"] = self.num_input_items
+        return args
+
+    @property
+    def num_input_items(self) -> int:
+        """Size of the sequences' item vocabulary: source then target items when merged."""
+        return self.num_target_items + (self.num_source_items if self.sequence_stores == "merged" else 0)
+
+    def sequences(self, parts: str | tuple[str, ...] = "train", length: int | None = None, domain: str | None = None) -> np.ndarray:
+        """``[num_users, length]`` sequences over the input vocabulary.
+
+        Merged (``sequence_stores='merged'``, no ``domain``): each customer's source-store
+        training items, then their target-store items of ``parts``, each store in its own order.
+        Source item ``i`` is ``i + 1``, target item ``j`` is ``num_source_items + j + 1`` (0 is
+        padding). The stores' files give each store's order but no common clock (the P5 files
+        have no timestamps), so the two histories are placed one after the other rather than
+        interleaved; a cold-start customer's sequence is their source history alone, whose next
+        item is their first target purchase. With ``domain`` or ``sequence_stores='target'``:
+        one store, as in :meth:`InteractionDataModule.sequences`.
+        """
+        if domain is not None or self.sequence_stores == "target":
+            return super().sequences(parts, length, domain)
+        length = self.sequence_len if length is None else int(length)
+        if length is None:
+            raise CrossRecError("sequences need a length", "pass length=, or build the DataModule with sequence_len")
+        src, tgt = self.index.arrays(self.source_domain, "train"), self.index.arrays(self.target_domain, parts)
+        after_source = int(src["positions"].max()) + 1 if len(src["positions"]) else 0
+        return padded_sequences(
+            np.concatenate([src["users"], tgt["users"]]),
+            np.concatenate([src["items"], tgt["items"] + self.num_source_items]),
+            np.concatenate([src["positions"], tgt["positions"] + after_source]),
+            self.num_users,
+            length,
+        )
 
     def overlap_users(self, part: str = "train") -> np.ndarray:
         """Indices of users with ``part`` interactions in the target AND training interactions in the source."""
@@ -534,6 +578,8 @@ class CrossDomainDataModule(InteractionDataModule):
         )
 
     def train_dataloader(self):
+        if self.sequence_len is not None:
+            return super().train_dataloader()
         loaders = {}
         if self.phase in ("source", "both"):
             source = self._train_batches(self.source_domain, domain_key=2)

@@ -17,6 +17,7 @@ from crossrec_lit.errors import CrossRecError
 from crossrec_lit.models.base import RecommenderModule
 
 LOSSES = ("ce", "sampled", "bce")
+POSITIONS = ("from_end", "from_start")
 
 
 class SASRec(RecommenderModule):
@@ -39,6 +40,19 @@ class SASRec(RecommenderModule):
             masked) or ``bce`` (the paper's loss: one random negative per position).
         num_sampled: shared negatives per batch for ``loss="sampled"``.
         l2_reg: L2 penalty on the item vectors in the batch (besides the optimiser's weight_decay).
+        positions: what a position embedding counts: ``from_end`` (the SASRec paper's: the most
+            recent item always has the last position) or ``from_start`` (an item's rank in the
+            customer's history, as in RecBole: the first purchase has position 0). On a merged
+            two-store timeline ``from_start`` gives a customer's first target purchase the same
+            position whether or not their target history follows it, which is what a cold-start
+            customer's prediction needs (with ``from_end`` their last source item sits where
+            training only ever showed target items).
+        num_input_items: size of the vocabulary the sequences are written in, when it is larger
+            than the ranked catalogue: a :class:`~crossrec_lit.data.CrossDomainDataModule` with
+            ``sequence_len`` serves both stores' histories in one vocabulary, source items first
+            and the ``num_items`` target items last (the runner links it). The model then learns
+            to predict the next item of either store, and ranks the target items only. Default:
+            ``num_items`` (one store).
     """
 
     def __init__(
@@ -55,11 +69,21 @@ class SASRec(RecommenderModule):
         loss: str = "ce",
         num_sampled: int = 1024,
         l2_reg: float = 0.0,
+        positions: str = "from_end",
+        num_input_items: int | None = None,
         **kwargs,
     ):
         super().__init__(num_users, num_items, **kwargs)
+        num_input_items = self.num_items if num_input_items is None else int(num_input_items)
+        if num_input_items < self.num_items:
+            raise CrossRecError(
+                f"num_input_items={num_input_items} is smaller than the {self.num_items} items ranked",
+                "leave it unset for one store; a cross-domain DataModule links it (source + target items)",
+            )
         if loss not in LOSSES:
             raise CrossRecError(f"unknown loss {loss!r}", f"use one of {list(LOSSES)}")
+        if positions not in POSITIONS:
+            raise CrossRecError(f"unknown positions {positions!r}", f"use one of {list(POSITIONS)}")
         if embedding_dim % num_heads:
             raise CrossRecError(f"embedding_dim={embedding_dim} is not divisible by num_heads={num_heads}", "pick num_heads dividing embedding_dim, e.g. 1 or 2 for 64")
         if max_len < 1 or num_blocks < 1 or not 0.0 <= dropout < 1.0 or num_sampled < 1:
@@ -72,7 +96,11 @@ class SASRec(RecommenderModule):
         self.save_hyperparameters()
         self.max_len, self.loss_name, self.num_sampled, self.l2_reg = int(max_len), loss, int(num_sampled), float(l2_reg)
         self.num_heads = int(num_heads)
-        self.item_emb = nn.Embedding(num_items + 1, embedding_dim, padding_idx=PAD)  # row 0: padding
+        self.positions = positions
+        self.num_input_items = num_input_items
+        # the ranked (target) items are the last num_items rows of the vocabulary
+        self.first_ranked = 1 + num_input_items - self.num_items
+        self.item_emb = nn.Embedding(num_input_items + 1, embedding_dim, padding_idx=PAD)  # row 0: padding
         self.pos_emb = nn.Embedding(max_len, embedding_dim)
         self.input_norm = nn.LayerNorm(embedding_dim)
         self.input_dropout = nn.Dropout(dropout)
@@ -95,9 +123,11 @@ class SASRec(RecommenderModule):
                 + ("interactions" if getattr(datamodule, "sequence_len", None) is None else f"sequences of {datamodule.sequence_len}"),
                 f"build the DataModule with sequence_len={self.max_len} (in a config: data init_args or the model's data: section)",
             )
-        if (datamodule.num_users, datamodule.num_items) != (self.num_users, self.num_items):
+        vocabulary = getattr(datamodule, "num_input_items", datamodule.num_items)
+        if (datamodule.num_users, datamodule.num_items, vocabulary) != (self.num_users, self.num_items, self.num_input_items):
             raise CrossRecError(
-                f"SASRec was built for {self.num_users} users and {self.num_items} items, the DataModule has {datamodule.num_users} and {datamodule.num_items}",
+                f"SASRec was built for {self.num_users} users, {self.num_items} ranked items and {self.num_input_items} input items; "
+                f"the DataModule has {datamodule.num_users}, {datamodule.num_items} and {vocabulary}",
                 "build the model from this DataModule (dm.model_arguments_for(SASRec))",
             )
         self.valid_history.copy_(torch.from_numpy(datamodule.sequences("train", self.max_len)))
@@ -114,10 +144,14 @@ class SASRec(RecommenderModule):
     def _inputs(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The first block's input [B, L, d] and the attention mask [B * heads, L, L] (True: blocked)."""
         length = sequences.shape[1]
-        positions = torch.arange(self.max_len - length, self.max_len, device=sequences.device)
-        x = self.item_emb(sequences) + self.pos_emb(positions)[None]
-        x = self.input_dropout(self.input_norm(x))
         pad = sequences == PAD
+        if self.positions == "from_end":
+            positions = torch.arange(self.max_len - length, self.max_len, device=sequences.device)[None]
+        else:
+            # right-aligned rows: an item's rank in its history is its column minus the padding
+            positions = (torch.arange(length, device=sequences.device)[None] - pad.sum(1, keepdim=True)).clamp_(min=0)
+        x = self.item_emb(sequences) + self.pos_emb(positions)
+        x = self.input_dropout(self.input_norm(x))
         # causal, and no attention to padding; every position may see itself, so that a padded
         # position's row is never fully masked (its output is never used)
         mask = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), 1)[None] | pad[:, None, :]
@@ -154,10 +188,10 @@ class SASRec(RecommenderModule):
         users, items = torch.broadcast_tensors(torch.as_tensor(users), torch.as_tensor(items))
         flat_users, inverse = torch.unique(users.reshape(-1), return_inverse=True)
         states = self.user_states(flat_users)[inverse]
-        return (states * self.item_emb(items.reshape(-1) + 1)).sum(-1).reshape(users.shape)
+        return (states * self.item_emb(items.reshape(-1) + self.first_ranked)).sum(-1).reshape(users.shape)
 
     def full_scores(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_states(users) @ self.item_emb.weight[1:].T
+        return self.user_states(users) @ self.item_emb.weight[self.first_ranked :].T
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: dict) -> torch.Tensor:
@@ -170,13 +204,13 @@ class SASRec(RecommenderModule):
         if self.loss_name == "ce":
             loss = F.cross_entropy(h @ self.item_emb.weight[1:].T, y - 1)
         elif self.loss_name == "sampled":
-            negatives = torch.randint(1, self.num_items + 1, (self.num_sampled,), device=h.device)
+            negatives = torch.randint(1, self.num_input_items + 1, (self.num_sampled,), device=h.device)
             positive = (h * self.item_emb(y)).sum(-1, keepdim=True)
             negative = h @ self.item_emb(negatives).T
             negative = negative.masked_fill(negatives[None] == y[:, None], float("-inf"))  # accidental hits
             loss = F.cross_entropy(torch.cat([positive, negative], 1), torch.zeros(len(y), dtype=torch.long, device=h.device))
         else:
-            negatives = torch.randint(1, self.num_items + 1, y.shape, device=h.device)
+            negatives = torch.randint(1, self.num_input_items + 1, y.shape, device=h.device)
             positive = (h * self.item_emb(y)).sum(-1)
             negative = (h * self.item_emb(negatives)).sum(-1)
             loss = F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive)) + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
