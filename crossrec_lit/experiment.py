@@ -45,6 +45,7 @@ from optuna import TrialPruned
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from crossrec_lit.atomic import atomic_write, atomic_write_text
+from crossrec_lit.code_version import code_version
 from crossrec_lit.config import check_arguments, deep_merge, import_class, instantiate, load_yaml, placeholders, substitute
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs, set_num_threads, threads_from_env
@@ -261,9 +262,17 @@ class Runner:
         self._best: dict[tuple[str, int], dict] = {}  # (model or pretrain name, seed) -> chosen trial
         self._studies: dict[tuple[str, int], dict] = {}  # (model, tuning seed) -> study name, trials, pruned
         self._fresh: set[str] = set()  # keys of trials trained in this run (reused even when cache=False)
-        self._code_version = code_version()
+        self._codes: dict[str, str] = {}  # spec name -> code_version of what its trials import
         self._first_seed: int | None = None
         self.diagnosis = ""  # markdown, written by run() before training
+
+    def code(self, spec: ModelSpec) -> str:
+        """The version of the code a trial of ``spec`` runs: the runner's modules and those its
+        model, data and callbacks import (:func:`crossrec_lit.code_version.code_version`)."""
+        if spec.name not in self._codes:
+            data = deep_merge(self.exp.data, {"init_args": spec.data} if spec.data else {})
+            self._codes[spec.name] = code_version(_class_paths([{"class_path": spec.class_path}, spec.init_args, spec.callbacks, data]))
+        return self._codes[spec.name]
 
     def options(self) -> dict:
         """What another process needs to build an equivalent Runner (see trial_pool)."""
@@ -382,7 +391,7 @@ class Runner:
             "monitor": [*self.monitor(spec), self.exp.early_stopping],
             "space": space.raw,
             "pruner": None if space.is_grid else self.exp.pruner,
-            "code": self._code_version,
+            "code": self.code(spec),
             "tag": self.run_tag,
         }
         name = study_name(self.exp.name, spec.name, seed, identity)
@@ -434,7 +443,7 @@ class Runner:
             "seed": seed,
             "trainer": trainer_cfg,
             "monitor": [*self.monitor(spec), self.exp.early_stopping],
-            "code": self._code_version,
+            "code": self.code(spec),
         }
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         tdir = self.out / "trials" / _slug(spec.name) / key
@@ -756,22 +765,14 @@ def _load_checkpoint(cls, path: Path, **kwargs):
         return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False, **kwargs)
 
 
-# modules that only format or report results: editing them must not invalidate trained trials
-_REPORTING_ONLY = {"evaluation/stats.py", "reporting.py", "plotting.py", "cli.py", "diagnosis.py"}
-
-
-def code_version() -> str:
-    """Hash of the package's source files that can change a trained result (not the reporting
-    ones): a trial computed by other code is never reused."""
-    root = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if rel in _REPORTING_ONLY:
-            continue
-        digest.update(rel.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def _class_paths(value) -> list[str]:
+    """Every ``class_path`` named in a spec (models, data sources, callbacks), nested ones included."""
+    if isinstance(value, dict):
+        own = [value["class_path"]] if isinstance(value.get("class_path"), str) else []
+        return own + [c for v in value.values() for c in _class_paths(v)]
+    if isinstance(value, (list, tuple)):
+        return [c for v in value for c in _class_paths(v)]
+    return []
 
 
 def _slug(text: str) -> str:

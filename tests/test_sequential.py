@@ -180,6 +180,13 @@ def test_merged_sequences_put_the_source_history_first_in_one_vocabulary(tiny_so
     assert (with_valid[valid["users"], -1] == valid["items"] + ns + 1).all()  # the valid item comes last
     alone = CrossDomainDataModule(tiny_source, "A", "B", sequence_len=40, seed=0, sequence_stores="target")
     assert np.array_equal(alone.sequences("train"), tgt) and alone.num_input_items == alone.num_target_items
+    # zero-shot: train on the source store's sequences, score customers from their target histories
+    zero = CrossDomainDataModule(tiny_source, "A", "B", sequence_len=40, seed=0, sequence_stores="source")
+    assert zero.num_input_items == ns + zero.num_target_items
+    assert np.array_equal(zero.training_sequences(40), src)
+    assert np.array_equal(zero.sequences("train"), np.where(tgt > PAD, tgt + ns, PAD))
+    trained = torch.cat([b["users"] for b in zero.train_dataloader()])
+    assert set(trained.tolist()) == set(np.flatnonzero((src != PAD).sum(1) >= 2).tolist())
 
 
 def test_merged_sasrec_ranks_target_items_for_cold_start_customers():

@@ -292,10 +292,14 @@ class InteractionDataModule(pl.LightningDataModule):
         a = self.index.arrays(domain or self.target_domain, parts)
         return padded_sequences(a["users"], a["items"], a["positions"], self.num_users, length)
 
+    def training_sequences(self, length: int) -> np.ndarray:
+        """The sequences sequence batches are cut from (:meth:`sequences` of the training part by default)."""
+        return self.sequences("train", length)
+
     def train_dataloader(self):
         if self.sequence_len is not None:
             # one column more than the model reads: inputs are columns 0..L-1, targets 1..L
-            return self._loader(SequenceBatches(self.sequences("train", self.sequence_len + 1), batch_size=self.batch_size, seed=self.seed))
+            return self._loader(SequenceBatches(self.training_sequences(self.sequence_len + 1), batch_size=self.batch_size, seed=self.seed))
         return self._loader(self._train_batches(self.target_domain))
 
     def eval_batches(self, part: str) -> EvalBatches:
@@ -356,6 +360,9 @@ class InteractionDataModule(pl.LightningDataModule):
         return frame
 
 
+SEQUENCE_STORES = ("merged", "target", "source")
+
+
 class CrossDomainDataModule(InteractionDataModule):
     """Two stores over one user index: source store A, target store B.
 
@@ -386,8 +393,11 @@ class CrossDomainDataModule(InteractionDataModule):
         sequence_stores: with ``sequence_len``, what a customer's sequence holds: ``merged`` (the
             default: their source-store training history, then their target-store history, in
             one vocabulary where source items come first, see :meth:`sequences`) or ``target``
-            (the target store alone, as InteractionDataModule would serve it, with the same split).
-            Sequence batches are plain batches (not keyed by store) and ignore ``phase``.
+            (the target store alone, as InteractionDataModule would serve it, with the same split)
+            or ``source`` (zero-shot transfer: training batches hold source-store sequences only,
+            while customers are scored from their target-store histories; one vocabulary of both
+            stores, so a model that reads items by their text ranks target items it never trained
+            on). Sequence batches are plain batches (not keyed by store) and ignore ``phase``.
         **kwargs: as in :class:`InteractionDataModule`.
     """
 
@@ -411,8 +421,11 @@ class CrossDomainDataModule(InteractionDataModule):
         **kwargs,
     ):
         super().__init__(source, target_domain, split=split, **kwargs)
-        if sequence_stores not in ("merged", "target"):
-            raise CrossRecError(f"sequence_stores must be 'merged' or 'target', got {sequence_stores!r}", "use 'merged' (source history first) or 'target' (the target store alone)")
+        if sequence_stores not in SEQUENCE_STORES:
+            raise CrossRecError(
+                f"sequence_stores must be one of {list(SEQUENCE_STORES)}, got {sequence_stores!r}",
+                "use 'merged' (source history first), 'target' (the target store alone) or 'source' (train on the source, score target histories)",
+            )
         if self.sequence_len is not None and eval_domain != "target":
             raise CrossRecError(
                 "sequence batches rank the target store's items; eval_domain='source' does not apply to them",
@@ -520,7 +533,7 @@ class CrossDomainDataModule(InteractionDataModule):
     @property
     def num_input_items(self) -> int:
         """Size of the sequences' item vocabulary: source then target items when merged."""
-        return self.num_target_items + (self.num_source_items if self.sequence_stores == "merged" else 0)
+        return self.num_target_items + (self.num_source_items if self.sequence_stores != "target" else 0)
 
     def sequences(self, parts: str | tuple[str, ...] = "train", length: int | None = None, domain: str | None = None) -> np.ndarray:
         """``[num_users, length]`` sequences over the input vocabulary.
@@ -532,14 +545,19 @@ class CrossDomainDataModule(InteractionDataModule):
         have no timestamps), so the two histories are placed one after the other rather than
         interleaved; a cold-start customer's sequence is their source history alone, whose next
         item is their first target purchase. With ``domain`` or ``sequence_stores='target'``:
-        one store, as in :meth:`InteractionDataModule.sequences`.
+        one store, as in :meth:`InteractionDataModule.sequences`. With ``sequence_stores='source'``:
+        the target store's items of ``parts`` in the two-store vocabulary (the histories a model
+        trained on source sequences scores target customers from).
         """
         if domain is not None or self.sequence_stores == "target":
             return super().sequences(parts, length, domain)
         length = self.sequence_len if length is None else int(length)
         if length is None:
             raise CrossRecError("sequences need a length", "pass length=, or build the DataModule with sequence_len")
-        src, tgt = self.index.arrays(self.source_domain, "train"), self.index.arrays(self.target_domain, parts)
+        tgt = self.index.arrays(self.target_domain, parts)
+        if self.sequence_stores == "source":
+            return padded_sequences(tgt["users"], tgt["items"] + self.num_source_items, tgt["positions"], self.num_users, length)
+        src = self.index.arrays(self.source_domain, "train")
         after_source = int(src["positions"].max()) + 1 if len(src["positions"]) else 0
         return padded_sequences(
             np.concatenate([src["users"], tgt["users"]]),
@@ -576,6 +594,11 @@ class CrossDomainDataModule(InteractionDataModule):
             seed=self.seed,
             domain_key=3,
         )
+
+    def training_sequences(self, length: int) -> np.ndarray:
+        if self.sequence_stores == "source":  # source items keep their rows (1..num_source_items)
+            return super().sequences("train", length, domain=self.source_domain)
+        return self.sequences("train", length)
 
     def train_dataloader(self):
         if self.sequence_len is not None:

@@ -150,7 +150,7 @@ class SASRec(RecommenderModule):
         else:
             # right-aligned rows: an item's rank in its history is its column minus the padding
             positions = (torch.arange(length, device=sequences.device)[None] - pad.sum(1, keepdim=True)).clamp_(min=0)
-        x = self.item_emb(sequences) + self.pos_emb(positions)
+        x = self.item_vectors(sequences) + self.pos_emb(positions)
         x = self.input_dropout(self.input_norm(x))
         # causal, and no attention to padding; every position may see itself, so that a padded
         # position's row is never fully masked (its output is never used)
@@ -188,10 +188,21 @@ class SASRec(RecommenderModule):
         users, items = torch.broadcast_tensors(torch.as_tensor(users), torch.as_tensor(items))
         flat_users, inverse = torch.unique(users.reshape(-1), return_inverse=True)
         states = self.user_states(flat_users)[inverse]
-        return (states * self.item_emb(items.reshape(-1) + self.first_ranked)).sum(-1).reshape(users.shape)
+        return (states * self.item_vectors(items.reshape(-1) + self.first_ranked)).sum(-1).reshape(users.shape)
 
     def full_scores(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_states(users) @ self.item_emb.weight[self.first_ranked :].T
+        return self.user_states(users) @ self.all_item_vectors()[self.first_ranked - 1 :].T
+
+    # ------------------------------------------------------------------ item vectors
+    def item_vectors(self, rows: torch.Tensor) -> torch.Tensor:
+        """Vectors of vocabulary rows (item + 1; row 0 is padding), any shape -> [..., d]: what the
+        sequence reads and what a score multiplies. A subclass may compute them otherwise (from
+        item text, see :class:`~crossrec_lit.models.TextSASRec`)."""
+        return self.item_emb(rows)
+
+    def all_item_vectors(self) -> torch.Tensor:
+        """[num_input_items, d] vectors of every item of the vocabulary (rows 1..), in order."""
+        return self.item_emb.weight[1:]
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: dict) -> torch.Tensor:
@@ -202,18 +213,20 @@ class SASRec(RecommenderModule):
         keep = targets != PAD  # positions with a next item
         h, y = states[keep], targets[keep]  # [N, d], [N] (items + 1)
         if self.loss_name == "ce":
-            loss = F.cross_entropy(h @ self.item_emb.weight[1:].T, y - 1)
+            loss = F.cross_entropy(h @ self.all_item_vectors().T, y - 1)
         elif self.loss_name == "sampled":
             negatives = torch.randint(1, self.num_input_items + 1, (self.num_sampled,), device=h.device)
-            positive = (h * self.item_emb(y)).sum(-1, keepdim=True)
-            negative = h @ self.item_emb(negatives).T
+            vectors = self.item_vectors(torch.cat([y, negatives]))
+            positive = (h * vectors[: len(y)]).sum(-1, keepdim=True)
+            negative = h @ vectors[len(y) :].T
             negative = negative.masked_fill(negatives[None] == y[:, None], float("-inf"))  # accidental hits
             loss = F.cross_entropy(torch.cat([positive, negative], 1), torch.zeros(len(y), dtype=torch.long, device=h.device))
         else:
             negatives = torch.randint(1, self.num_input_items + 1, y.shape, device=h.device)
-            positive = (h * self.item_emb(y)).sum(-1)
-            negative = (h * self.item_emb(negatives)).sum(-1)
+            vectors = self.item_vectors(torch.cat([y, negatives]))
+            positive = (h * vectors[: len(y)]).sum(-1)
+            negative = (h * vectors[len(y) :]).sum(-1)
             loss = F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive)) + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
         if self.l2_reg:
-            loss = loss + self.l2_reg * self.item_emb(y).pow(2).sum(-1).mean()
+            loss = loss + self.l2_reg * self.item_vectors(y).pow(2).sum(-1).mean()
         return loss
