@@ -129,6 +129,11 @@ def test_bprmf_still_trains_on_interactions_next_to_sasrec(tiny_source):
     [
         ("toys_sequential", {"Popularity", "BPR-MF", "SASRec"}),
         ("sequential_transfer", {"Popularity", "BPR-MF", "SASRec", "SASRec, Beauty-pretrained"}),
+        (
+            "text_sequential",
+            {"Popularity (P1)", "SASRec (P1)", "Random (P3)", "Text two-tower (P3)", "Text + ID two-tower (P3)"}
+            | {f"{m} ({p})" for m in ("Text SASRec, Toys alone", "Text SASRec, zero-shot", "Text SASRec, fine-tuned", "Text + ID SASRec, fine-tuned") for p in ("P1", "P3")},
+        ),
     ],
 )
 def test_sequential_configs_run_in_smoke_mode(tmp_path, name, models):
@@ -234,3 +239,20 @@ def test_positions_from_start_count_each_customers_history_from_its_first_item(t
     # padding in front (a batch cut to a longer customer's width) changes neither
     for model in (start, end):
         assert torch.allclose(model.encode(three)[:, -1], model.encode(three[:, 1:])[:, -1], atol=1e-5)
+
+
+def test_negatives_come_only_from_items_the_training_sequences_contain(tiny_source):
+    """New items (held out of training) and, for zero-shot training, the target store's items are
+    never drawn as negatives: the model is not taught to rank them last before it sees them."""
+    dm = InteractionDataModule(tiny_source, "B", split="new_items", new_item_share=0.2, new_item_valid_share=0.1, batch_size=64, sequence_len=8, seed=0)
+    model = small_model(dm, loss="sampled", num_sampled=64)
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, dm)
+    seen = set((np.flatnonzero(dm.index.item_counts("B", "train") > 0) + 1).tolist())
+    rows = set(model.negative_rows.tolist())
+    assert rows and rows <= seen and len(rows) < model.num_input_items
+    assert set(model._negatives((4000,)).tolist()) <= rows
+    zero = CrossDomainDataModule(tiny_source, "A", "B", batch_size=64, sequence_len=8, seed=0, sequence_stores="source")
+    model = small_model(zero, loss="bce")
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, zero)
+    assert 0 < model.negative_rows.max() <= zero.num_source_items  # source rows come first
+    assert "negative_rows" not in model.state_dict()  # training only: checkpoints stay loadable

@@ -13,6 +13,7 @@ from crossrec_lit.models.ptupcdr import PTUPCDR
 from crossrec_lit.models.sequential import SASRec
 from crossrec_lit.models.shared import SharedUserMF
 from crossrec_lit.models.text import TextTwoTower
+from crossrec_lit.models.text_sequential import TextSASRec
 
 __all__ = [
     "BPRMF",
@@ -34,5 +35,6 @@ __all__ = [
     "SharedUserMF",
     "SourceMappingModule",
     "TargetOnlyMF",
+    "TextSASRec",
     "TextTwoTower",
 ]

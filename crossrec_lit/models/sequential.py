@@ -8,6 +8,7 @@ the next item at every position of the sequence. The transformer blocks are torc
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,6 +114,10 @@ class SASRec(RecommenderModule):
         # the sequences a checkpoint scores from: at validation, and at test (with the valid item)
         self.register_buffer("valid_history", torch.zeros(num_users, max_len, dtype=torch.long))
         self.register_buffer("test_history", torch.zeros(num_users, max_len, dtype=torch.long))
+        # the rows negatives are drawn from: those the training sequences contain (empty: every
+        # row). Items that first appear after training (new items, or the target store when only
+        # the source trains) are not taught to rank last. Training only: not in the checkpoint.
+        self.register_buffer("negative_rows", torch.zeros(0, dtype=torch.long), persistent=False)
         self._eval_history = "test_history"  # what full_scores reads outside validation
 
     # ------------------------------------------------------------------ data binding
@@ -132,6 +137,15 @@ class SASRec(RecommenderModule):
             )
         self.valid_history.copy_(torch.from_numpy(datamodule.sequences("train", self.max_len)))
         self.test_history.copy_(torch.from_numpy(datamodule.sequences(("train", "valid"), self.max_len)))
+        trained = np.unique(datamodule.training_sequences(self.max_len + 1))
+        trained = torch.from_numpy(trained[trained != PAD])
+        self.negative_rows = trained if len(trained) < self.num_input_items else trained[:0]
+
+    def _negatives(self, shape) -> torch.Tensor:
+        """Random vocabulary rows among :attr:`negative_rows` (every row when it is empty)."""
+        if self.negative_rows.numel():
+            return self.negative_rows[torch.randint(0, len(self.negative_rows), shape, device=self.negative_rows.device)]
+        return torch.randint(1, self.num_input_items + 1, shape, device=self.negative_rows.device)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_history = "valid_history"
@@ -213,16 +227,21 @@ class SASRec(RecommenderModule):
         keep = targets != PAD  # positions with a next item
         h, y = states[keep], targets[keep]  # [N, d], [N] (items + 1)
         if self.loss_name == "ce":
-            loss = F.cross_entropy(h @ self.all_item_vectors().T, y - 1)
+            logits = h @ self.all_item_vectors().T
+            if self.negative_rows.numel():
+                outside = torch.ones(self.num_input_items, dtype=torch.bool, device=logits.device)
+                outside[self.negative_rows - 1] = False
+                logits = logits.masked_fill(outside, float("-inf"))
+            loss = F.cross_entropy(logits, y - 1)
         elif self.loss_name == "sampled":
-            negatives = torch.randint(1, self.num_input_items + 1, (self.num_sampled,), device=h.device)
+            negatives = self._negatives((self.num_sampled,))
             vectors = self.item_vectors(torch.cat([y, negatives]))
             positive = (h * vectors[: len(y)]).sum(-1, keepdim=True)
             negative = h @ vectors[len(y) :].T
             negative = negative.masked_fill(negatives[None] == y[:, None], float("-inf"))  # accidental hits
             loss = F.cross_entropy(torch.cat([positive, negative], 1), torch.zeros(len(y), dtype=torch.long, device=h.device))
         else:
-            negatives = torch.randint(1, self.num_input_items + 1, y.shape, device=h.device)
+            negatives = self._negatives(y.shape)
             vectors = self.item_vectors(torch.cat([y, negatives]))
             positive = (h * vectors[: len(y)]).sum(-1)
             negative = (h * vectors[len(y) :]).sum(-1)

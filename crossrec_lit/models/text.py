@@ -336,23 +336,7 @@ class TextTwoTower(CrossDomainModule):
         self.text_bound.fill_(True)
 
     def _encode(self, text, vocabs) -> dict:
-        from crossrec_lit.features import EmbeddingCache, HashingTfidfEncoder, SentenceTransformerEncoder, encode_domains
-
-        if self.encoder_name == "hashing":
-            encoder = HashingTfidfEncoder(self.hashing_dim)
-            texts = text[text["domain"].astype(str).isin([str(d) for d in vocabs])]["text"]
-            encoder.fit(texts.fillna("").astype(str).tolist())
-        elif self.encoder_name == "minilm":
-            encoder = SentenceTransformerEncoder(None)
-        else:
-            encoder = SentenceTransformerEncoder(self.encoder_name)
-        if int(encoder.dim) != self.text_dim:
-            raise CrossRecError(
-                f"the encoder gives {encoder.dim}-d vectors but this model was built for text_dim={self.text_dim}",
-                "build the model with the same encoder (or text_dim) it is trained with",
-            )
-        cache = EmbeddingCache(self.text_cache if self.text_cache is not None else default_text_cache())
-        return encode_domains(text, vocabs, encoder, cache)
+        return encode_item_text(text, vocabs, encoder=self.encoder_name, text_dim=self.text_dim, hashing_dim=self.hashing_dim, text_cache=self.text_cache)
 
     def _require_bound(self) -> None:
         if not bool(self.text_bound):
@@ -582,6 +566,27 @@ def _choice(name: str, value, allowed: tuple[str, ...]) -> None:
         raise CrossRecError(f"unknown {name} {value!r}", f"use one of {list(allowed)}")
 
 
+def encode_item_text(text, vocabs, *, encoder: str, text_dim: int, hashing_dim: int = 512, text_cache=None) -> dict:
+    """One frozen text matrix per store, rows in vocabulary order (``{domain: [n_items, dim]}``),
+    through the on-disk cache: ``encoder`` is ``"minilm"``, ``"hashing"`` (fitted on these stores'
+    texts) or a local sentence-transformers folder; its width must be ``text_dim``."""
+    from crossrec_lit.features import EmbeddingCache, HashingTfidfEncoder, SentenceTransformerEncoder, encode_domains
+
+    if encoder == "hashing":
+        model = HashingTfidfEncoder(hashing_dim)
+        texts = text[text["domain"].astype(str).isin([str(d) for d in vocabs])]["text"]
+        model.fit(texts.fillna("").astype(str).tolist())
+    else:
+        model = SentenceTransformerEncoder(None if encoder == "minilm" else encoder)
+    if int(model.dim) != int(text_dim):
+        raise CrossRecError(
+            f"the encoder gives {model.dim}-d vectors but this model was built for text_dim={text_dim}",
+            "build the model with the same encoder (or text_dim) it is trained with",
+        )
+    cache = EmbeddingCache(text_cache if text_cache is not None else default_text_cache())
+    return encode_domains(text, vocabs, model, cache)
+
+
 def _encoder_dim(encoder: str, hashing_dim: int) -> int:
     if encoder == "hashing":
         return hashing_dim
@@ -592,4 +597,4 @@ def _encoder_dim(encoder: str, hashing_dim: int) -> int:
     return int(SentenceTransformerEncoder(encoder).dim)  # read from the folder's configs, no model load
 
 
-__all__ = ["MoEAdaptor", "TextTwoTower", "default_text_cache"]
+__all__ = ["MoEAdaptor", "TextTwoTower", "default_text_cache", "encode_item_text"]
