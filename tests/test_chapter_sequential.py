@@ -60,7 +60,7 @@ def check_sequential(rec: dict, seeds: int) -> None:
     assert att["upper"] < 1e-6 and all(abs(s - 1.0) < 1e-4 for s in att["rows_sum"])
     assert 1.0 / att["length"] - 1e-6 <= att["last_top"] <= 1.0
     for row in rec["cost"].values():
-        assert row["s_per_epoch"] > 0 and row["min_per_seed"] > 0
+        assert row["seconds_per_epoch"] > 0 and row["minutes_per_seed"] > 0
 
 
 def test_smoke(tmp_path: Path) -> None:
