@@ -20,7 +20,7 @@ pytestmark = pytest.mark.chapter
 SMOKE = {"seeds": 1}
 MODELS = {
     "recipe": {"Popularity", "BPR-MF", "SASRec", "SASRec, Beauty-pretrained"},
-    "merged": {"Popularity", "SASRec, Toys alone", "SASRec, Beauty + Toys timeline"},
+    "merged": {"Popularity", "SASRec, Toys alone", "SASRec, Toys alone (from start)", "SASRec, Beauty + Toys timeline"},
     "cold": {"Popularity", "Overlap popularity", "Co-occurrence", "SASRec, Beauty + Toys timeline"},
 }
 # the tests the prose reads a verdict from: (model, baseline)
@@ -28,6 +28,8 @@ READ = [
     ("SASRec, Beauty-pretrained", "SASRec"),
     ("SASRec", "BPR-MF"),
     ("SASRec, Beauty + Toys timeline", "SASRec, Toys alone"),
+    ("SASRec, Beauty + Toys timeline", "SASRec, Toys alone (from start)"),
+    ("SASRec, Toys alone (from start)", "SASRec, Toys alone"),
     ("SASRec, Beauty + Toys timeline", "Co-occurrence"),
     ("SASRec, Beauty + Toys timeline", "Overlap popularity"),
 ]
