@@ -129,6 +129,7 @@ def test_bprmf_still_trains_on_interactions_next_to_sasrec(tiny_source):
     [
         ("toys_sequential", {"Popularity", "BPR-MF", "SASRec"}),
         ("sequential_transfer", {"Popularity", "BPR-MF", "SASRec", "SASRec, Beauty-pretrained"}),
+        ("sasrec_losses", {"SASRec, sampled softmax", "SASRec, full softmax", "SASRec, binary loss"}),
         (
             "text_sequential",
             {"Popularity (P1)", "SASRec (P1)", "Random (P3)", "Text two-tower (P3)", "Text + ID two-tower (P3)"}
