@@ -101,6 +101,16 @@ def assert_metric(value, what: str) -> None:
     assert 0.0 <= value <= 1.0, f"{what} = {value} is outside [0, 1]"
 
 
+def assert_verdict(test: dict) -> None:
+    """A recorded paired test's verdict agrees with its Holm p and its interval's side (stats.verdict)."""
+    if test["verdict"] == "better":
+        assert test["p_holm"] < 0.05 and test["ci_low"] > 0
+    elif test["verdict"] == "worse":
+        assert test["p_holm"] < 0.05 and test["ci_high"] < 0
+    else:
+        assert test["p_holm"] >= 0.05 or test["ci_low"] <= 0 <= test["ci_high"]
+
+
 def numbers(value, where="record"):
     """Every number in a record, with where it is (record() already refuses NaN/inf on writing)."""
     if isinstance(value, dict):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from chapter_runner import assert_metric as _assert_metric
+from chapter_runner import assert_verdict
 from chapter_runner import run_chapter as _run_chapter
 from chapter_runner import smoke
 
@@ -46,13 +47,7 @@ def check_sequential(rec: dict, seeds: int) -> None:
     for model, baseline in READ:
         test = rec["tests"][f"{model}|{baseline}"]
         assert test["ci_low"] <= test["mean_diff"] <= test["ci_high"]
-        # the verdict the prose glues is the Holm p and the interval's side together
-        if test["verdict"] == "better":
-            assert test["p_holm"] < 0.05 and test["ci_low"] > 0
-        elif test["verdict"] == "worse":
-            assert test["p_holm"] < 0.05 and test["ci_high"] < 0
-        else:
-            assert test["p_holm"] >= 0.05 or test["ci_low"] <= 0 <= test["ci_high"]
+        assert_verdict(test)  # the verdict the prose glues: the Holm p and the interval's side together
     # the warm tables compare on the same customers; the cold one on the cold customers only
     warm = rec["tests"]["SASRec, Beauty + Toys timeline|SASRec, Toys alone"]["n_users"]
     cold = rec["tests"]["SASRec, Beauty + Toys timeline|Co-occurrence"]["n_users"]
