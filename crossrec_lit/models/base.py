@@ -19,6 +19,7 @@ from torch import nn
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.evaluation.metrics import check_ks, topk_indices
 from crossrec_lit.evaluation.protocol import RankingAccumulator
+from crossrec_lit.optim import LazyAdam
 
 OPTIMIZERS = ("adam", "adamw", "sparse_adam", "adagrad", "sgd")
 
@@ -31,8 +32,9 @@ class RecommenderModule(pl.LightningModule):
         num_items: size of the (target) item catalogue.
         lr: learning rate.
         optimizer: ``adam`` (the default; fused kernel where torch supports it), ``adamw``,
-            ``sparse_adam`` (lazy updates that touch only the rows in the batch: use it for
-            catalogues of millions of items, where a dense Adam step costs more than the batch),
+            ``sparse_adam`` (lazy updates that touch only the rows in the batch, see
+            :class:`~crossrec_lit.optim.LazyAdam`: use it for catalogues of millions of items,
+            where a dense Adam step costs more than the batch),
             ``adagrad`` or ``sgd``.
         weight_decay: decoupled/L2 weight decay passed to the optimiser (not with ``sparse_adam``).
         ks: the cut-offs K of the logged ranking metrics.
@@ -189,13 +191,13 @@ class RecommenderModule(pl.LightningModule):
             ids = {id(p) for p in sparse}
             dense = [p for p in params if id(p) not in ids]
             if dense:
-                # SparseAdam cannot step dense tensors, and a second optimiser would need manual
+                # a sparse Adam cannot step dense tensors, and a second optimiser would need manual
                 # optimisation; sparse updates matter for huge embedding tables, i.e. MF models
                 raise CrossRecError(
                     f"optimizer='sparse_adam' applies to embedding-only models; {type(self).__name__} has dense parameters",
                     "use optimizer='adam' (or 'adamw') for this model",
                 )
-            return torch.optim.SparseAdam(sparse, lr=self.lr)
+            return LazyAdam(sparse, lr=self.lr)
         if name == "adagrad":
             return torch.optim.Adagrad(params, lr=self.lr, weight_decay=self.weight_decay)
         return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
