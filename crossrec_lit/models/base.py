@@ -19,6 +19,7 @@ from torch import nn
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.evaluation.metrics import check_ks, topk_indices
 from crossrec_lit.evaluation.protocol import RankingAccumulator
+from crossrec_lit.models.embedding import Embedding
 from crossrec_lit.optim import LazyAdam
 
 OPTIMIZERS = ("adam", "adamw", "sparse_adam", "adagrad", "sgd")
@@ -110,7 +111,7 @@ class RecommenderModule(pl.LightningModule):
 
     def make_embedding(self, n: int, dim: int) -> nn.Embedding:
         """An embedding table with Xavier-normal init (the reference BPR setting)."""
-        emb = nn.Embedding(n, dim, sparse=self.sparse_embeddings)
+        emb = Embedding(n, dim, sparse=self.sparse_embeddings)
         nn.init.xavier_normal_(emb.weight)
         return emb
 

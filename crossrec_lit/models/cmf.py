@@ -42,6 +42,7 @@ from torch import nn
 
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.models.cross_domain import CrossDomainModule
+from crossrec_lit.models.embedding import Embedding
 
 IMPLICIT_LOSSES = ("bce", "squared")
 
@@ -111,7 +112,7 @@ class CMF(CrossDomainModule):
         self.register_buffer("target_rating_mean", torch.zeros(()))
 
     def _zero_embedding(self, n: int) -> nn.Embedding:
-        emb = nn.Embedding(n, 1, sparse=self.sparse_embeddings)
+        emb = Embedding(n, 1, sparse=self.sparse_embeddings)
         nn.init.zeros_(emb.weight)
         return emb
 

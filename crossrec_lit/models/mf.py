@@ -18,6 +18,7 @@ from torch import nn
 
 from crossrec_lit.errors import CrossRecError
 from crossrec_lit.models.base import RecommenderModule
+from crossrec_lit.models.embedding import Embedding
 
 
 def make_bias(model: RecommenderModule, n: int) -> nn.Embedding:
@@ -27,7 +28,7 @@ def make_bias(model: RecommenderModule, n: int) -> nn.Embedding:
     model with the bias starts every other weight exactly where the same seed puts it without the
     bias, and an on/off comparison differs by the bias alone.
     """
-    return nn.Embedding.from_pretrained(torch.zeros(int(n), 1), freeze=False, sparse=model.sparse_embeddings)
+    return Embedding.from_pretrained(torch.zeros(int(n), 1), freeze=False, sparse=model.sparse_embeddings)
 
 
 def check_item_bias(item_bias) -> bool:
