@@ -87,3 +87,21 @@ def test_bad_settings_are_refused(tiny_source):
         TextSASRec(10, 20, adaptor="transformer", encoder="hashing")
     with pytest.raises(CrossRecError, match="n_experts"):
         TextSASRec(10, 20, n_experts=0, encoder="hashing")
+
+
+def test_an_evaluation_adapts_every_title_once_and_ranks_as_without_the_cache(tiny_source, tmp_path):
+    dm = InteractionDataModule(tiny_source, "B", batch_size=64, eval_batch_size=7, sequence_len=8, seed=0)
+    model = build(dm, tmp_path)
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
+    trainer.fit(model, dm)
+    whole_catalogue = []
+    model.adaptor.register_forward_hook(lambda module, args, out: whole_catalogue.append(len(args[0]) == model.num_input_items))
+    cached = trainer.test(model, dm, verbose=False)[0]
+    scored_batches = sum(1 for batch in dm.test_dataloader() if batch["truth"].numel())
+    assert scored_batches > 2 and sum(whole_catalogue) == 1  # several batches of users, the catalogue adapted once
+    assert model.__dict__.get("_evaluation_vectors") is None  # nothing kept once the test is over
+    # with the cache never switched on, every batch adapts the catalogue again, to the same ranking
+    model._evaluation_cache = lambda on: TextSASRec._evaluation_cache(model, False)
+    whole_catalogue.clear()
+    assert trainer.test(model, dm, verbose=False)[0] == cached
+    assert sum(whole_catalogue) == scored_batches

@@ -122,7 +122,36 @@ class TextSASRec(SASRec):
 
     def all_item_vectors(self) -> torch.Tensor:
         self._require_bound()
+        cache = self.__dict__.get("_evaluation_vectors")
+        if cache is not None and not torch.is_grad_enabled():
+            if not cache:
+                cache.append(self._vectors(torch.arange(1, self.num_input_items + 1, device=self.item_text.device)))
+            return cache[0]
         return self._vectors(torch.arange(1, self.num_input_items + 1, device=self.item_text.device))
+
+    # ------------------------------------------------------------------ evaluation
+    # Every batch of one validation or test ranks all items with the same weights, so the adaptor
+    # maps every title once per evaluation, not once per batch of users (measured, one thread: 0.21 s
+    # to adapt 36,000 titles by the MoE, 0.35 s to score and rank a batch of 1,024 users). Scoped to
+    # Lightning's evaluation loops: weights change between them, and a model scored by hand recomputes.
+    def _evaluation_cache(self, on: bool) -> None:
+        self.__dict__["_evaluation_vectors"] = [] if on else None
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._evaluation_cache(True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_cache(False)
+        super().on_validation_epoch_end()
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._evaluation_cache(True)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_cache(False)
+        super().on_test_epoch_end()
 
     # ------------------------------------------------------------------ training
     def on_train_start(self) -> None:
