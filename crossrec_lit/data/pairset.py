@@ -9,8 +9,9 @@ Pairs are encoded as ``user * num_items + item``. Two layouts:
 - beyond, an open-addressing hash table (linear probing, at most half full, Fibonacci hashing):
   one random read per query plus a short run of neighbours. A binary search over the sorted keys,
   which this replaces, reads about log2(n) places, most of them cache misses once the keys
-  outgrow the caches: at 10M interactions it made the exclusion check 3x dearer per query than
-  at 1M. Memory stays linear: 16 to 32 bytes per positive (the table is a power of two).
+  outgrow the caches (measured, 4,096 queries, one thread: 0.40 / 0.77 / 1.37 ms over 0.1M / 1M /
+  10M keys, against 0.13 / 0.21 / 0.14 ms for this table). Memory stays linear: 16 to 32 bytes
+  per positive (the table is a power of two).
 
 Why our own table: neither numpy nor torch has a vectorised hash set, and a Python ``set`` would
 answer one query at a time.

@@ -168,8 +168,9 @@ class TrainBatches(IterableDataset):
             g = torch.Generator().manual_seed(derive_seed(self.seed, self.domain_key, self.epoch))
             order = torch.randperm(n, generator=g)
             # the epoch's columns in shuffled order, gathered once: a batch is then a slice, and
-            # the random reads happen in one pass instead of between model steps, where they
-            # cost about twice as much (the step's tables push the columns out of the cache)
+            # the random reads happen in one pass instead of between model steps, where the
+            # step's tables had pushed the columns out of the cache (BPR-MF, batch 4096: the gap
+            # between two steps fell from 0.60 to 0.34 ms)
             columns = {name: column[order] for name, column in columns.items()}
         for b in range(len(self)):
             if b % n_workers != worker:
