@@ -37,6 +37,7 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
 
     from crossrec_lit import set_num_threads
     from crossrec_lit.data import TrainBatches
+    from crossrec_lit.data.pairset import sorted_unique
     from crossrec_lit.models import BPRMF, SharedUserMF
 
     warnings.filterwarnings("ignore")
@@ -53,7 +54,7 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
         u = r.integers(0, n_users, size)
         # Zipf-like item popularity, as in real catalogues
         i = np.minimum((r.pareto(1.2, size) * n_items / 50).astype(np.int64), n_items - 1)
-        keys = np.unique(u * n_items + i)
+        keys = sorted_unique(np.sort(u * n_items + i))  # np.unique took 11 s of the 10M setup
         return keys // n_items, keys % n_items
 
     def batches(u, i, seed):
