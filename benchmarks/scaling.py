@@ -181,8 +181,9 @@ def main() -> None:
 
 
 def _size(n: int) -> str:
-    """0.1M, 1M, 10M: the interaction count rounded to the size it was asked for."""
-    return f"{round(n / 1e6, 1):g}M"
+    """0.1M, 1M, 10M: the interaction count (a little under the size asked for, after removing
+    duplicate pairs) to one significant digit."""
+    return f"{float(f'{n / 1e6:.1g}'):g}M"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""The benchmark scripts still run end to end (tiny sizes, no figure asserted: speed is measured
+in benchmarks/, never in tests). A script that rots is found here, not by the next person who
+needs its numbers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def run(script: str, *args: str, tmp_path: Path) -> str:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CROSSREC_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_scaling_ends_with_the_per_million_cost_ratio(tmp_path):
+    out = run("scaling.py", "--sizes", "2000", "20000", "--dense-max", "2000", "--skip-large-catalogue", "--out", str(tmp_path), tmp_path=tmp_path)
+    # the labels are the sizes after duplicate pairs are dropped, to one significant digit
+    assert re.fullmatch(r"per-million cost ratio 0\.0\d+M/0\.00\dM: \d+\.\d\d", out.strip().splitlines()[-1]), out
+    assert (tmp_path / "scaling.csv").exists() and (tmp_path / "scaling.png").exists()
+
+
+def test_train_throughput_prints_the_ratio_per_side(tmp_path):
+    out = run("train_throughput.py", "--interactions", "20000", "--users", "500", "--items", "300", "--rounds", "1", "--catalogue-sizes", tmp_path=tmp_path)
+    for side in ("bare loop", "package", "package, negatives exclude positives"):
+        assert any(line.startswith(side) and line.split()[-1].replace(".", "").isdigit() for line in out.splitlines()), out
+
+
+def test_step_profile_prints_every_phase_and_the_empty_step_costs(tmp_path):
+    out = run("step_profile.py", "--interactions", "20000", "--users", "500", "--items", "300", "--rounds", "1", "--epochs", "1", tmp_path=tmp_path)
+    for phase in ("training step", "zero grad", "backward", "optimiser step", "between batches", "total",
+                  "Lightning, automatic optimisation", "Lightning, manual optimisation", "bare loop"):  # fmt: skip
+        assert any(line.startswith(phase) for line in out.splitlines()), (phase, out)
+
+
+@pytest.mark.parametrize("script", ["peer_recbole.py", "peer_recbole_sasrec.py", "sasrec_loss.py", "eval_throughput.py", "encode_items.py"])
+def test_the_other_scripts_at_least_parse_their_arguments(script, tmp_path):
+    # these need the Amazon files, RecBole's venv or minutes of CPU: their --help must still work
+    assert "usage:" in run(script, "--help", tmp_path=tmp_path)
