@@ -113,33 +113,33 @@ def crosscheck(path_in: str, path_out: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- training
-def train(args) -> None:
+def _timed_run(model_name: str, args, settings: dict):
+    """RecBole's config, dataset, loaders, ``model_name`` and a Trainer that times each training
+    epoch (its ``_train_epoch``: batches, sampling, forward, backward, step; never evaluation).
+
+    ``settings`` are the model's own; the schedule (seed, lr, batch, epochs, validation and early
+    stopping) comes from ``args`` for every model alike. Returns (dataset, (train, valid, test),
+    model, trainer, epoch_seconds), the last filled as the trainer fits.
+    """
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
-    from recbole.model.general_recommender import BPR
     from recbole.trainer import Trainer
-    from recbole.utils import init_seed
+    from recbole.utils import get_model, init_seed
 
     epoch_seconds: list[float] = []
 
     class TimedTrainer(Trainer):
-        """RecBole's Trainer, timing each training epoch (its _train_epoch, nothing else)."""
-
         def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
             start = time.perf_counter()
             loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
             epoch_seconds.append(time.perf_counter() - start)
             return loss
 
-    throughput_only = args.eval_step <= 0
     cfg = {
         **_base_config(args.data_path),
         "seed": args.seed,
         "USER_ID_FIELD": "user_id",
         "ITEM_ID_FIELD": "item_id",
-        "load_col": {"inter": ["user_id", "item_id"]},
-        "benchmark_filename": ["train", "valid", "test"],
-        "embedding_size": args.dim,
         "train_batch_size": args.batch_size,
         "learning_rate": args.lr,
         "learner": "adam",
@@ -147,19 +147,29 @@ def train(args) -> None:
         "epochs": args.epochs,
         "eval_step": max(args.eval_step, 1),
         "stopping_step": args.stopping_step,
+        **settings,
+    }
+    config = Config(model=model_name, dataset=args.dataset, config_dict=cfg)
+    init_seed(config["seed"], config["reproducibility"])
+    logging.getLogger().setLevel(logging.WARNING)
+    dataset = create_dataset(config)
+    loaders = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(model_name)(config, loaders[0]._dataset).to(config["device"])
+    return dataset, loaders, model, TimedTrainer(config, model), epoch_seconds
+
+
+def train(args) -> None:
+    throughput_only = args.eval_step <= 0
+    dataset, (train_data, valid_data, test_data), model, trainer, epoch_seconds = _timed_run("BPR", args, {
+        "load_col": {"inter": ["user_id", "item_id"]},
+        "benchmark_filename": ["train", "valid", "test"],
+        "embedding_size": args.dim,
         "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0},
         "eval_args": {"mode": "full", "order": "RO", "group_by": "user", "split": {"RS": [0.8, 0.1, 0.1]}},
         # full-sort evaluation scores eval_batch_size // n_items users per batch: 256 users
         "eval_batch_size": 256 * (args.num_items + 1),
-    }
-    config = Config(model="BPR", dataset=args.dataset, config_dict=cfg)
-    init_seed(config["seed"], config["reproducibility"])
-    logging.getLogger().setLevel(logging.WARNING)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = BPR(config, train_data._dataset).to(config["device"])
-    trainer = TimedTrainer(config, model)
+    })
 
     n_train = len(train_data._dataset)
     info = {
@@ -208,27 +218,8 @@ def train(args) -> None:
 
 
 def train_sasrec(args) -> None:
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.model.sequential_recommender import SASRec
-    from recbole.trainer import Trainer
-    from recbole.utils import init_seed
-
-    epoch_seconds: list[float] = []
-
-    class TimedTrainer(Trainer):
-        def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-            start = time.perf_counter()
-            loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-            epoch_seconds.append(time.perf_counter() - start)
-            return loss
-
     throughput_only = args.eval_step <= 0
-    cfg = {
-        **_base_config(args.data_path),
-        "seed": args.seed,
-        "USER_ID_FIELD": "user_id",
-        "ITEM_ID_FIELD": "item_id",
+    dataset, (train_data, valid_data, test_data), model, trainer, epoch_seconds = _timed_run("SASRec", args, {
         "TIME_FIELD": "timestamp",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "MAX_ITEM_LIST_LENGTH": args.max_len,
@@ -240,24 +231,9 @@ def train_sasrec(args) -> None:
         "attn_dropout_prob": args.dropout,
         "loss_type": "CE",
         "train_neg_sample_args": None,
-        "train_batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "learner": "adam",
-        "weight_decay": 0.0,
-        "epochs": args.epochs,
-        "eval_step": max(args.eval_step, 1),
-        "stopping_step": args.stopping_step,
         "eval_args": {"mode": "full", "order": "TO", "group_by": "user", "split": {"LS": "valid_and_test"}},
         "eval_batch_size": 256,
-    }
-    config = Config(model="SASRec", dataset=args.dataset, config_dict=cfg)
-    init_seed(config["seed"], config["reproducibility"])
-    logging.getLogger().setLevel(logging.WARNING)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = SASRec(config, train_data._dataset).to(config["device"])
-    trainer = TimedTrainer(config, model)
+    })
     import recbole
 
     info = {

@@ -244,16 +244,12 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int, dim: int, lr: float, workdir: str) -> dict:
-    """The package path: InteractionDataModule -> BPRMF -> Lightning Trainer; eval_step 0 = train only."""
+def epoch_timer():
+    """A Lightning callback whose ``seconds`` lists, per epoch, the time from the epoch's start to
+    the end of its last training batch (validation, which runs after it, is left out)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-
-    from crossrec_lit.models import BPRMF
 
     class EpochTimer(pl.Callback):
-        """Seconds from an epoch's start to the end of its last training batch (no validation)."""
-
         def __init__(self):
             self.seconds: list[float] = []
 
@@ -264,11 +260,21 @@ def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int
             if batch_idx == trainer.num_training_batches - 1:
                 self.seconds.append(time.perf_counter() - self._start)
 
+    return EpochTimer()
+
+
+def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int, dim: int, lr: float, workdir: str) -> dict:
+    """The package path: InteractionDataModule -> BPRMF -> Lightning Trainer; eval_step 0 = train only."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from crossrec_lit.models import BPRMF
+
     _quiet_lightning()
     dm.seed = seed
     pl.seed_everything(seed, verbose=False)
     model = BPRMF(dm.num_users, dm.num_items, embedding_dim=dim, lr=lr, ks=(10,))
-    timer = EpochTimer()
+    timer = epoch_timer()
     callbacks: list = [timer]
     validate = eval_step > 0
     if validate:

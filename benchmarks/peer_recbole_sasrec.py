@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_recbole import DEFAULT_VENV, RecBoleUnavailable, _quiet_lightning, ensure_recbole, run_side  # noqa: E402
+from peer_recbole import DEFAULT_VENV, RecBoleUnavailable, _quiet_lightning, ensure_recbole, epoch_timer, run_side  # noqa: E402
 
 
 def load_toys(max_len: int, batch_size: int):
@@ -71,23 +71,12 @@ def train_ours(dm, *, seed: int, args, workdir: str) -> dict:
 
     from crossrec_lit.models import SASRec
 
-    class EpochTimer(pl.Callback):
-        def __init__(self):
-            self.seconds: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == trainer.num_training_batches - 1:
-                self.seconds.append(time.perf_counter() - self._start)
-
     _quiet_lightning()
     dm.seed = seed
     pl.seed_everything(seed, verbose=False)
     model = SASRec(dm.num_users, dm.num_items, max_len=args.max_len, embedding_dim=64, num_blocks=2, num_heads=2, ffn_dim=256,
                    dropout=0.5, loss="ce", positions="from_start", lr=args.lr, ks=(10,))  # fmt: skip
-    timer = EpochTimer()
+    timer = epoch_timer()
     validate = args.eval_step > 0
     callbacks: list = [timer]
     if validate:

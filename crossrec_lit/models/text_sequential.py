@@ -122,12 +122,14 @@ class TextSASRec(SASRec):
 
     def all_item_vectors(self) -> torch.Tensor:
         self._require_bound()
-        cache = self.__dict__.get("_evaluation_vectors")
-        if cache is not None and not torch.is_grad_enabled():
-            if not cache:
-                cache.append(self._vectors(torch.arange(1, self.num_input_items + 1, device=self.item_text.device)))
+        cache = self.__dict__.get("_evaluation_vectors")  # a list while an evaluation loop runs
+        cached = cache is not None and not torch.is_grad_enabled()
+        if cached and cache:
             return cache[0]
-        return self._vectors(torch.arange(1, self.num_input_items + 1, device=self.item_text.device))
+        vectors = self._vectors(torch.arange(1, self.num_input_items + 1, device=self.item_text.device))
+        if cached:
+            cache.append(vectors)
+        return vectors
 
     # ------------------------------------------------------------------ evaluation
     # Every batch of one validation or test ranks all items with the same weights, so the adaptor
