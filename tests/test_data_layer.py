@@ -219,3 +219,23 @@ def test_new_item_split_holds_out_whole_items(tiny_source):
     assert (f.loc[f["domain"] == "A", "split"] == "train").all()
     with pytest.raises(CrossRecError, match="invalid"):
         new_item_split(tiny_source.load(), domain="B", share=0.9, valid_share=0.2)
+
+
+def test_file_identity_follows_content_not_time(tmp_path):
+    """A cache key that held the file's mtime retrained every cached trial whenever the data were
+    copied or re-mounted; the identity is the content: same bytes, same key; one byte, new key."""
+    import os
+    import shutil
+
+    from crossrec_lit.data import InteractionFile
+
+    original = tmp_path / "a.csv"
+    original.write_text("user,item\nu1,i1\nu2,i2\n")
+    copy = tmp_path / "copy" / "a.csv"
+    copy.parent.mkdir()
+    shutil.copy(original, copy)
+    os.utime(copy, (1_000_000_000, 1_000_000_000))
+    key = InteractionFile(str(original)).describe()["file"]
+    assert InteractionFile(str(copy)).describe()["file"] == key
+    copy.write_text("user,item\nu1,i1\nu2,i3\n")  # same size, one byte changed
+    assert InteractionFile(str(copy)).describe()["file"] != key

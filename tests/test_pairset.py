@@ -19,6 +19,7 @@ from crossrec_lit.data.pairset import PairSet
 def test_membership_is_exact_in_both_layouts(members, queries, hash_layout):
     pairs = PairSet(np.array(members, dtype=np.int64), 5_001, bitmap_max_bits=0 if hash_layout else 1 << 31)
     assert pairs.layout == ("hash" if hash_layout else "bitmap")
+    assert len(pairs) == len(set(members))
     q = torch.tensor(queries, dtype=torch.long).reshape(-1, 1)
     expected = np.isin(np.array(queries), np.array(members, dtype=np.int64)).reshape(-1, 1)
     assert np.array_equal(pairs.contains(q).numpy(), expected)

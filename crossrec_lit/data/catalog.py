@@ -7,8 +7,10 @@ functions in :mod:`crossrec_lit.data.sources` do the actual reading.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 
 import pandas as pd
 
@@ -205,9 +207,19 @@ class TableSource(DataSource):
 
 
 def _file_identity(path) -> dict:
-    """Name, size and mtime: enough to notice that a data file changed, without hashing megabytes."""
+    """Name, size and sha256 of the content. Not the mtime: copying, unpacking or re-mounting
+    the same files gives them new times, and a cache key holding one would retrain every cached
+    trial (hours of CPU for the real-data chapters) although not a byte changed."""
     try:
         st = os.stat(path)
     except OSError:
         return {"path": str(path), "missing": True}
-    return {"name": os.path.basename(str(path)), "size": st.st_size, "mtime": int(st.st_mtime)}
+    return {"name": os.path.basename(str(path)), "size": st.st_size, "sha256": _content_digest(str(path), st.st_size, st.st_mtime_ns)}
+
+
+@lru_cache(maxsize=64)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime only key the memo: a file edited in place is hashed again; every trial's cache
+    # key asks for this, so the hash is computed once per file and process
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -43,7 +43,7 @@ class PairSet:
 
     def __init__(self, keys: np.ndarray, key_space: int, bitmap_max_bits: int = BITMAP_MAX_BITS):
         keys = sorted_unique(keys)
-        self.size = len(keys)
+        self._count = len(keys)
         self._bits = None
         self._table = None
         if key_space <= bitmap_max_bits:
@@ -51,6 +51,9 @@ class PairSet:
         else:
             self._table, self._shift = _hash_table(keys)
             self._mask = len(self._table) - 1
+
+    def __len__(self) -> int:
+        return self._count
 
     @property
     def layout(self) -> str:
