@@ -23,7 +23,7 @@ def package(tmp_path, monkeypatch) -> Path:
 
 
 def edit(path: Path) -> None:
-    path.write_text(path.read_text() + "\n# an edit\n")
+    path.write_text(path.read_text() + "\n_EDITED = 1\n")
 
 
 @pytest.mark.parametrize(
@@ -44,6 +44,17 @@ def test_an_edit_retrains_the_trials_that_import_it(package, edited, mf_changes,
     edit(package / edited)
     after = cv.code_version(MF), cv.code_version(SEQ)
     assert (before[0] != after[0], before[1] != after[1]) == (mf_changes, seq_changes)
+
+
+def test_comments_docstrings_and_layout_keep_the_cache_code_does_not(package):
+    before = cv.code_version(MF)
+    mf = package / "models" / "mf.py"
+    source = mf.read_text()
+    reworded = source.replace('"""', '"""Reworded. ', 1)  # the module's docstring
+    mf.write_text("# a new comment\n" + reworded.replace("\n\n\n", "\n\n\n\n") + "\n# trailing comment\n")
+    assert cv.code_version(MF) == before
+    mf.write_text(source.replace("import torch", "import torch\n_CHANGED = 2", 1))
+    assert cv.code_version(MF) != before
 
 
 def test_imports_are_followed_through_reexports_and_function_bodies(package):
