@@ -244,25 +244,6 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def epoch_timer():
-    """A Lightning callback whose ``seconds`` lists, per epoch, the time from the epoch's start to
-    the end of its last training batch (validation, which runs after it, is left out)."""
-    import pytorch_lightning as pl
-
-    class EpochTimer(pl.Callback):
-        def __init__(self):
-            self.seconds: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self._start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == trainer.num_training_batches - 1:
-                self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
 def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int, dim: int, lr: float, workdir: str) -> dict:
     """The package path: InteractionDataModule -> BPRMF -> Lightning Trainer; eval_step 0 = train only."""
     import pytorch_lightning as pl
@@ -270,11 +251,13 @@ def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int
 
     from crossrec_lit.models import BPRMF
 
+    from _timing import EpochTimer
+
     _quiet_lightning()
     dm.seed = seed
     pl.seed_everything(seed, verbose=False)
     model = BPRMF(dm.num_users, dm.num_items, embedding_dim=dim, lr=lr, ks=(10,))
-    timer = epoch_timer()
+    timer = EpochTimer()
     callbacks: list = [timer]
     validate = eval_step > 0
     if validate:

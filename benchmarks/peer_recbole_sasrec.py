@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_recbole import DEFAULT_VENV, RecBoleUnavailable, _quiet_lightning, ensure_recbole, epoch_timer, run_side  # noqa: E402
+from peer_recbole import DEFAULT_VENV, RecBoleUnavailable, _quiet_lightning, ensure_recbole, run_side  # noqa: E402
 
 
 def load_toys(max_len: int, batch_size: int):
@@ -69,6 +69,7 @@ def train_ours(dm, *, seed: int, args, workdir: str) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+    from _timing import EpochTimer
     from crossrec_lit.models import SASRec
 
     _quiet_lightning()
@@ -76,7 +77,7 @@ def train_ours(dm, *, seed: int, args, workdir: str) -> dict:
     pl.seed_everything(seed, verbose=False)
     model = SASRec(dm.num_users, dm.num_items, max_len=args.max_len, embedding_dim=64, num_blocks=2, num_heads=2, ffn_dim=256,
                    dropout=0.5, loss="ce", positions="from_start", lr=args.lr, ks=(10,))  # fmt: skip
-    timer = epoch_timer()
+    timer = EpochTimer()
     validate = args.eval_step > 0
     callbacks: list = [timer]
     if validate:

@@ -35,6 +35,7 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     from pytorch_lightning.utilities import CombinedLoader
     from torch.utils.data import DataLoader
 
+    from _timing import EpochTimer
     from crossrec_lit import set_num_threads
     from crossrec_lit.data import TrainBatches
     from crossrec_lit.data.pairset import sorted_unique
@@ -77,14 +78,7 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     setup_s = time.perf_counter() - started
     del rng
 
-    class Timer(pl.Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.t = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.seconds = time.perf_counter() - self.t
-
-    timer = Timer()
+    timer = EpochTimer()
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], limit_val_batches=0, limit_train_batches=limit or 1.0)
     trainer.fit(net, train_dataloaders=loader)
     # the joint model's epoch cycles the smaller store, so it processes about 2x its larger side
@@ -93,7 +87,7 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
         processed = min(processed, limit * 4096 * (1 if model == "bpr" else 2))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     return {"model": model, "optimizer": optimizer, "interactions": interactions, "users": n_users, "items": n_items,
-            "setup_s": setup_s, "epoch_s": timer.seconds, "samples_per_s": processed / timer.seconds, "peak_rss_mib": peak}
+            "setup_s": setup_s, "epoch_s": timer.last, "samples_per_s": processed / timer.last, "peak_rss_mib": peak}
 
 
 def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0) -> dict:

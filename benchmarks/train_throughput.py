@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from _timing import EpochTimer
 from crossrec_lit import set_num_threads
 from crossrec_lit.data import InteractionDataModule, InteractionTable, TableSource
 from crossrec_lit.models import BPRMF
@@ -76,24 +77,16 @@ def bare_epoch(users: torch.Tensor, items: torch.Tensor, num_users: int, num_ite
     return len(users) / (time.perf_counter() - start)
 
 
-class _EpochTimer(pl.Callback):
-    def on_train_epoch_start(self, trainer, pl_module):
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.start
-
-
 def package_epoch(dm: InteractionDataModule, optimizer: str, dim: int, seed: int) -> float:
     pl.seed_everything(seed, verbose=False)
     model = BPRMF(dm.num_users, dm.num_items, embedding_dim=dim, lr=1e-3, optimizer=optimizer)
-    timer = _EpochTimer()
+    timer = EpochTimer()
     trainer = pl.Trainer(
         max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[timer],
     )
     trainer.fit(model, datamodule=dm)
-    return len(dm.index.arrays(dm.target_domain, "train")["users"]) / timer.seconds
+    return len(dm.index.arrays(dm.target_domain, "train")["users"]) / timer.last
 
 
 def main() -> None:
