@@ -1,6 +1,6 @@
-"""Scaling: one training epoch of BPR-MF and of the joint model at growing data sizes.
+"""Scaling: a training epoch of BPR-MF and of the joint model at growing data sizes.
 
-    python benchmarks/scaling.py [--sizes 100000 1000000 10000000] [--dense-max 1000000] [--threads 1] [--out benchmarks/out]
+    python benchmarks/scaling.py [--sizes 100000 1000000 10000000] [--dense-max 1000000] [--threads 1] [--thp] [--out benchmarks/out]
 
 Each (model, size) runs in its own process, so its peak memory (max RSS) is its own. Users and
 items grow with the data (10 interactions per user, 20 per item; the joint model splits the
@@ -9,12 +9,20 @@ datasets and a Lightning Trainer, with negatives that exclude each user's positi
 seconds, samples/s, peak RSS and the cost per million interactions (constant if the cost grows
 linearly), writes a CSV and a figure, and finishes with the large-catalogue check: BPR-MF with
 SparseAdam on 1M users x 1M items, where a dense optimiser would touch 2M rows every step.
+
+A 0.1M epoch is about 25 steps and 0.2 s, short enough for one scheduler hiccup to move the ratio
+by a tenth: sizes below ``--timed-interactions`` train several epochs and report their median.
+``--thp`` asks torch's allocator for transparent huge pages; at 10M the tables (about 1 GB with
+the optimiser's moments) are read at random rows, and 4 KB pages make most of those reads a TLB
+miss as well as a cache miss.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import resource
 import subprocess
 import sys
@@ -24,9 +32,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(model: str, n: int, threads: int, optimizer: str, users: int | None, items: int | None, limit: int = 0) -> dict:
-    """Runs in the subprocess: build the data, train one epoch, report."""
+def child(model: str, n: int, threads: int, optimizer: str, users: int | None, items: int | None, limit: int = 0, epochs: int = 1) -> dict:
+    """Runs in the subprocess: build the data, train ``epochs`` epochs, report the median epoch."""
     import logging
+    import statistics
     import warnings
 
     import numpy as np
@@ -79,20 +88,24 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     del rng
 
     timer = EpochTimer()
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], limit_val_batches=0, limit_train_batches=limit or 1.0)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], limit_val_batches=0, limit_train_batches=limit or 1.0)
     trainer.fit(net, train_dataloaders=loader)
     # the joint model's epoch cycles the smaller store, so it processes about 2x its larger side
     processed = interactions if model == "bpr" else 2 * max(len(su), len(tu))
     if limit:
         processed = min(processed, limit * 4096 * (1 if model == "bpr" else 2))
+    epoch_s = statistics.median(timer.seconds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     return {"model": model, "optimizer": optimizer, "interactions": interactions, "users": n_users, "items": n_items,
-            "setup_s": setup_s, "epoch_s": timer.last, "samples_per_s": processed / timer.last, "peak_rss_mib": peak}
+            "setup_s": setup_s, "epochs": epochs, "epoch_s": epoch_s, "samples_per_s": processed / epoch_s, "peak_rss_mib": peak}
 
 
-def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0) -> dict:
-    cmd = [sys.executable, __file__, "--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0, epochs: int = 1, thp: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit), str(epochs)]
+    # torch's CPU allocator reads THP_MEM_ALLOC_ENABLE once, at its first allocation: only a fresh
+    # process can switch it
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"} if thp else {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{model} at {n:,} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -100,8 +113,8 @@ def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, i
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        model, n, threads, optimizer, users, items, limit = sys.argv[2:9]
-        print(json.dumps(child(model, int(n), int(threads), optimizer, int(users) or None, int(items) or None, int(limit))))
+        model, n, threads, optimizer, users, items, limit, epochs = sys.argv[2:10]
+        print(json.dumps(child(model, int(n), int(threads), optimizer, int(users) or None, int(items) or None, int(limit), int(epochs))))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
@@ -110,12 +123,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "out"))
     p.add_argument("--skip-large-catalogue", action="store_true")
+    p.add_argument("--timed-interactions", type=int, default=1_000_000,
+                   help="a size below this trains several epochs (their median is reported), so every row times about this many interactions")
+    p.add_argument("--thp", action="store_true",
+                   help="back tensors of 2 MB and more with transparent huge pages (THP_MEM_ALLOC_ENABLE=1, read by torch's CPU allocator)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     rows = []
-    print(f"# one epoch per row, {args.threads} thread(s), dim 64, batch 4096, negatives exclude positives")
+    print(f"# median epoch per row (sizes under {args.timed_interactions:,} interactions train several epochs), {args.threads} thread(s), dim 64, batch 4096, "
+          f"negatives exclude positives, transparent huge pages {'on' if args.thp else 'off'}")
     print(f"{'model/optimizer':18s} {'interactions':>13s} {'users':>10s} {'items':>10s} {'epoch s':>9s} {'samples/s':>11s} {'s per 1M':>9s} {'peak RSS MiB':>13s}")
     # SparseAdam updates only the rows a batch touches, so a step costs O(batch); dense Adam steps
     # every row, so with a catalogue that grows with the data its epoch grows quadratically
@@ -124,7 +142,7 @@ def main() -> None:
             for n in args.sizes:
                 if optimizer == "adam" and n > args.dense_max:
                     continue
-                r = run(model, n, args.threads, optimizer)
+                r = run(model, n, args.threads, optimizer, epochs=math.ceil(args.timed_interactions / n), thp=args.thp)
                 rows.append(r)
                 per_million = r["epoch_s"] / (r["interactions"] / 1e6)
                 print(f"{model + '/' + optimizer:18s} {r['interactions']:13,d} {r['users']:10,d} {r['items']:10,d} {r['epoch_s']:9.2f} {r['samples_per_s']:11,.0f} {per_million:9.2f} {r['peak_rss_mib']:13,.0f}", flush=True)
@@ -162,7 +180,7 @@ def main() -> None:
         print("\n# large catalogue: 1,000,000 users x 1,000,000 items, 2,000,000 interactions, BPR-MF, one epoch")
         # dense Adam steps every row of both 1M-row tables per batch: time 20 batches, not the epoch
         for optimizer, limit in (("sparse_adam", 0), ("adam", 20)):
-            r = run("bpr", 2_000_000, args.threads, optimizer, users=1_000_000, items=1_000_000, limit=limit)
+            r = run("bpr", 2_000_000, args.threads, optimizer, users=1_000_000, items=1_000_000, limit=limit, thp=args.thp)
             print(f"{optimizer:12s} {r['samples_per_s']:11,.0f} samples/s   peak RSS {r['peak_rss_mib']:,.0f} MiB" + ("   (first 20 batches)" if limit else "   (target: > 150,000)"), flush=True)
 
     # the headline, last: BPR-MF with the sparse optimiser, the setting meant for big catalogues
