@@ -11,7 +11,9 @@ linearly), writes a CSV and a figure, and finishes with the large-catalogue chec
 SparseAdam on 1M users x 1M items, where a dense optimiser would touch 2M rows every step.
 
 A 0.1M epoch is about 25 steps and 0.2 s, short enough for one scheduler hiccup to move the ratio
-by a tenth: sizes below ``--timed-interactions`` train several epochs and report their median.
+by a tenth, and its first steps (allocating the optimiser's moments) weigh in it: sizes below
+``--timed-interactions`` train several epochs and report their median (a 10M epoch is 2,400 steps,
+where the first ones do not count).
 ``--thp`` asks torch's allocator for transparent huge pages; at 10M the tables (about 1 GB with
 the optimiser's moments) are read at random rows, and 4 KB pages make most of those reads a TLB
 miss as well as a cache miss.
