@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,3 +153,52 @@ def quiet_notebook() -> None:
     import pytorch_lightning  # noqa: F401  (see above: after the filters, before the log levels)
 
     quiet_lightning_logs()
+
+
+def block_verdicts(metrics: Mapping, test: str, metric: str | None = None) -> list[str] | None:
+    """The verdict of one recorded paired test in each block of seeds of a regression record.
+
+    ``metrics`` is the ``"metrics"`` mapping of ``tests/baselines/<chapter>.json`` (what
+    ``tests/regress.py update`` writes: for every recorded number its ``values``, one per block of
+    seeds); ``test`` names the test's entry in the chapter's record, e.g.
+    ``"paired.CoNet.Overlap popularity"``, under which ``ci_low``, ``ci_high`` and ``p_holm`` were
+    recorded. Each block's verdict is :func:`~crossrec_lit.evaluation.stats.verdict` of those three,
+    so the record and the chapter use one rule. ``metric`` says which way is better (an error such
+    as ``rmse`` is better when smaller); by default it is read from the parts of ``test``. Returns
+    None when the record lacks the test (no record yet, or other stores than the recorded ones).
+    """
+    from crossrec_lit.evaluation.stats import lower_is_better, verdict
+
+    blocks = [metrics.get(f"{test}.{part}", {}).get("values") for part in ("ci_low", "ci_high", "p_holm")]
+    if not all(blocks) or len({len(b) for b in blocks}) != 1:
+        return None
+    if metric is None:
+        parts = [p for p in re.split(r"[.|]", test) if p]
+        metric = next((p for p in parts if lower_is_better(p)), "")
+    return [verdict(lo, hi, p, metric) for lo, hi, p in zip(*blocks)]
+
+
+def seed_dependent(metrics: Mapping, tests: Mapping[str, str], metric: str | None = None) -> dict[str, list[str]]:
+    """Of ``tests`` (a label for prose -> the test's name in the record, see :func:`block_verdicts`),
+    those whose verdict differs between the regression record's blocks of seeds, with the verdict of
+    each block. A chapter says of these that the seeds decide them, not the stores. Tests the
+    record lacks are left out."""
+    out = {}
+    for label, test in tests.items():
+        verdicts = block_verdicts(metrics, test, metric)
+        if verdicts is not None and len(set(verdicts)) > 1:
+            out[label] = verdicts
+    return out
+
+
+def regression_metrics(path: str | os.PathLike) -> dict:
+    """The ``"metrics"`` of a regression record (``tests/baselines/<chapter>.json``); an empty dict
+    when the file does not exist, so a chapter run on other stores simply finds no record."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("metrics", {})
+    except json.JSONDecodeError as error:
+        raise CrossRecError(f"{path} is not a regression record: {error}",
+                            "restore it from git (`git checkout -- tests/baselines`) or re-record it with `make regress-update`") from error

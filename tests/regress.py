@@ -96,6 +96,30 @@ def on_scale(where: str, value: float) -> float:
     return math.log10(max(value, 1e-300)) if is_p_value(where) else value
 
 
+def verdicts_that_flip(metrics: dict) -> list[str]:
+    """The tests whose verdict differs between the blocks of seeds: their verdict is the seed's, and
+    the chapter may not state one side as the result. A test recorded with its interval and Holm p
+    (``<test>.ci_low``, ``.ci_high``, ``.p_holm``) is judged by the chapters' own rule
+    (:func:`crossrec_lit.reporting.block_verdicts`), so "better" in one block and "worse" in another
+    counts even where p is small in both; it is named by its ``p_holm``. A p-value recorded without
+    an interval flips when it falls on both sides of 0.05."""
+    from crossrec_lit.reporting import block_verdicts
+
+    flips, judged = [], set()
+    for name in metrics:
+        if last_part(name) == "p_holm":
+            test = name.removesuffix(".p_holm")
+            verdicts = block_verdicts(metrics, test)
+            if verdicts is not None:
+                judged.add(test)
+                if len(set(verdicts)) > 1:
+                    flips.append(name)
+    for name, entry in metrics.items():
+        if is_p_value(name) and name.rpartition(".")[0] not in judged and min(entry["values"]) < ALPHA <= max(entry["values"]):
+            flips.append(name)
+    return sorted(flips)
+
+
 def producing_cell(executed: Path, metric: str) -> str:
     """The code cell that computed a recorded number: the first cell (before the record cell)
     that names the metric's top-level key or its last part; else the record cell itself."""
@@ -133,9 +157,7 @@ def update(chapters: list[str], seeds: list[int]) -> int:
             if is_p_value(name):
                 entry["scale"] = "log10"  # mean, std and tolerance are in log10 units
             metrics[name] = entry
-        # a test whose p-value falls on both sides of 0.05 over the seeds: its verdict is the seed's,
-        # and the chapter may not state one side as the result
-        flips = sorted(n for n, m in metrics.items() if is_p_value(n) and min(m["values"]) < ALPHA <= max(m["values"]))
+        flips = verdicts_that_flip(metrics)
         payload = {"chapter": chapter, "seeds": seeds, "book_seed": book_seed, "sigmas": SIGMAS, "metrics": metrics, "verdicts_that_flip": flips}
         (BASELINES / f"{chapter}.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
         print(f"{chapter}: {len(metrics)} numbers over seeds {seeds} ({time.perf_counter() - started:.0f}s)")

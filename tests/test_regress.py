@@ -114,3 +114,19 @@ def test_update_names_verdicts_that_depend_on_the_seed(fake_chapter, monkeypatch
     baseline = json.loads((regress.BASELINES / "demo.json").read_text())
     assert baseline["verdicts_that_flip"] == ["vs.p_holm"]  # p_wilcoxon is significant in every seed
     assert "verdict depends on the seed: vs.p_holm = 0.5, 0.001, 0.01" in capsys.readouterr().out
+
+
+def test_a_verdict_that_changes_direction_flips_though_p_is_small_in_every_seed(fake_chapter, monkeypatch) -> None:
+    original = regress.run_chapter
+    signs = {0: 1.0, 1: 1.0, 2: -1.0}
+
+    def with_test(name, out, parameters):
+        rec, elapsed = original(name, out, parameters)
+        s = signs[parameters["seed"]]
+        steady = {"ci_low": 0.01, "ci_high": 0.02, "p_holm": 0.001 * (1 + parameters["seed"])}
+        moving = {"ci_low": 0.01 if s > 0 else -0.02, "ci_high": 0.02 if s > 0 else -0.01, "p_holm": 0.001}
+        return {**rec, "paired": {"steady": steady, "moving": moving}}, elapsed
+
+    monkeypatch.setattr(regress, "run_chapter", with_test)
+    regress.update(["demo"], [0, 1, 2])
+    assert json.loads((regress.BASELINES / "demo.json").read_text())["verdicts_that_flip"] == ["paired.moving.p_holm"]
