@@ -202,3 +202,24 @@ def regression_metrics(path: str | os.PathLike) -> dict:
     except json.JSONDecodeError as error:
         raise CrossRecError(f"{path} is not a regression record: {error}",
                             "restore it from git (`git checkout -- tests/baselines`) or re-record it with `make regress-update`") from error
+
+
+def verdict_spread(metrics: Mapping, tests: Mapping[str, str], metric: str | None = None, block: str = "") -> str:
+    """One sentence for a chapter's prose: whether the verdicts of ``tests`` (a label -> the test's
+    name in the record, see :func:`block_verdicts`) are the same in every block of seeds of the
+    regression record ``metrics``, naming those that are not with each block's verdict. ``block``
+    describes a block for the reader (e.g. ``"five seeds with a search of its own"``)."""
+    blocks = {label: v for label, v in ((label, block_verdicts(metrics, name, metric)) for label, name in tests.items()) if v is not None}
+    if not blocks:
+        return "There is no regression record for these stores, so this page cannot say whether these verdicts hold for other seeds."
+    n_blocks = len(next(iter(blocks.values())))
+    what = f" (each block {block})" if block else ""
+    moving = seed_dependent(metrics, tests, metric)
+    if not moving:
+        subject = "This verdict is" if len(blocks) == 1 else f"Each of these {len(blocks)} verdicts is"
+        return f"{subject} the same in all {n_blocks} blocks of seeds of the chapter's regression record{what}."
+    one = len(moving) == 1
+    return (f"Over the {n_blocks} blocks of seeds of the chapter's regression record{what}, {len(moving)} of these {len(blocks)} verdicts "
+            + ("changes with the seeds, so these stores do not settle it: " if one else "change with the seeds, so these stores do not settle them: ")
+            + in_words(f"{label} ({', '.join(v)})" for label, v in moving.items())
+            + ". The others are the same in every block.")

@@ -43,3 +43,16 @@ def test_a_missing_record_is_empty_and_a_broken_one_names_the_fix(tmp_path) -> N
     broken.write_text('{"metrics": ')
     with pytest.raises(CrossRecError, match="regress-update"):
         regression_metrics(broken)
+
+
+def test_verdict_spread_says_which_verdicts_the_seeds_decide() -> None:
+    from crossrec_lit.reporting import verdict_spread
+
+    metrics = {**entries("t.a", [0.1, 0.2, 0.1], [0.3, 0.4, 0.3], [0.01, 0.001, 0.02]),
+               **entries("t.b", [0.1, -0.1, 0.1], [0.3, 0.1, 0.3], [0.01, 0.5, 0.01])}
+    both = verdict_spread(metrics, {"A against X": "t.a", "B against X": "t.b"}, "ndcg@10", block="2 seeds")
+    assert both == ("Over the 3 blocks of seeds of the chapter's regression record (each block 2 seeds), 1 of these 2 verdicts changes "
+                    "with the seeds, so these stores do not settle it: B against X (better, no significant difference, better). "
+                    "The others are the same in every block.")
+    assert verdict_spread(metrics, {"A against X": "t.a"}) == "This verdict is the same in all 3 blocks of seeds of the chapter's regression record."
+    assert verdict_spread({}, {"A against X": "t.a"}).startswith("There is no regression record")
