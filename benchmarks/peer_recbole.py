@@ -244,8 +244,10 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int, dim: int, lr: float, workdir: str) -> dict:
-    """The package path: InteractionDataModule -> BPRMF -> Lightning Trainer; eval_step 0 = train only."""
+def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int, dim: int, lr: float, workdir: str, optimizer: str = "adam") -> dict:
+    """The package path: InteractionDataModule -> BPRMF -> Lightning Trainer; eval_step 0 = train only.
+    ``optimizer`` is the package's (``adam``: dense Adam as RecBole's; ``sparse_adam``: lazy Adam that
+    updates only the rows of each batch, a different algorithm, so its NDCG must be checked)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -256,7 +258,7 @@ def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int
     _quiet_lightning()
     dm.seed = seed
     pl.seed_everything(seed, verbose=False)
-    model = BPRMF(dm.num_users, dm.num_items, embedding_dim=dim, lr=lr, ks=(10,))
+    model = BPRMF(dm.num_users, dm.num_items, embedding_dim=dim, lr=lr, ks=(10,), optimizer=optimizer)
     timer = EpochTimer()
     callbacks: list = [timer]
     validate = eval_step > 0
@@ -398,6 +400,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--optimizer", default="adam", choices=("adam", "sparse_adam"),
+                   help="crossrec_lit's optimiser: adam (dense, RecBole's algorithm) or sparse_adam (lazy rows; equal NDCG must be shown)")
     p.add_argument("--quick", action="store_true", help="throughput only: a few epochs per side, no evaluation, no cross-check")
     p.add_argument("--crosscheck", action="store_true", help="only the evaluator cross-check")
     p.add_argument("--no-crosscheck", action="store_true", help="skip the evaluator cross-check")
@@ -429,7 +433,7 @@ def main() -> None:
     counts = {part: len(dm.index.arrays(dm.target_domain, part)["users"]) for part in ("train", "valid", "test")}
     print(f"# Amazon Toys (P5 5-core), leave-one-out: {dm.num_users:,} users, {dm.num_items:,} items; train {counts['train']:,} / "
           f"valid {counts['valid']:,} / test {counts['test']:,} interactions")
-    print(f"# BPR-MF dim {args.dim}, batch {args.batch}, Adam lr {args.lr:g}, 1 negative per positive (never a training item of the user), "
+    print(f"# BPR-MF dim {args.dim}, batch {args.batch}, Adam lr {args.lr:g} (crossrec_lit: {args.optimizer}), 1 negative per positive (never a training item of the user), "
           f"{args.threads} thread(s), torch {torch.__version__}")
     if args.quick:
         print(f"# throughput only: {epochs} epochs per run, {args.seeds} interleaved rounds, no evaluation")
@@ -451,7 +455,7 @@ def main() -> None:
                 order = ["ours", "theirs"]  # the bare loop trains as many epochs as ours selected
             for side in order:
                 if side == "ours":
-                    info = train_ours(dm, seed=seed, epochs=epochs, eval_step=eval_step, stopping_step=args.stopping_step, dim=args.dim, lr=args.lr, workdir=tmp)
+                    info = train_ours(dm, seed=seed, epochs=epochs, eval_step=eval_step, stopping_step=args.stopping_step, dim=args.dim, lr=args.lr, workdir=tmp, optimizer=args.optimizer)
                     runs["crossrec_lit"].append(info)
                     print_run(seed, "crossrec_lit", info)
                     continue
