@@ -4,6 +4,11 @@ Every book chapter ends with ``record({...}, record_path)``. In the book ``recor
 ``None`` and nothing is written; the chapter tests run the chapter with papermill, pass a path, and
 compare the JSON file with what the chapter claims. This replaces scrapbook (unmaintained) with a
 plain, atomic JSON write.
+
+The regression record (``tests/baselines/<chapter>.json``) holds those numbers over several blocks
+of seeds; :func:`block_verdicts`, :func:`seed_dependent` and :func:`verdict_spread` read a paired
+test back from it, so a chapter can say which of its verdicts the seeds decide rather than state
+one side.
 """
 
 from __future__ import annotations
