@@ -38,6 +38,8 @@ sys.path.insert(0, str(HERE))
 
 from chapter_runner import numbers, run_chapter, toc_chapters  # noqa: E402
 
+from crossrec_lit.reporting import block_verdicts  # noqa: E402
+
 SIGMAS = 3.0
 REL_FLOOR = 1e-6
 ALPHA = 0.05  # the chapters' significance level
@@ -103,8 +105,6 @@ def verdicts_that_flip(metrics: dict) -> list[str]:
     (:func:`crossrec_lit.reporting.block_verdicts`), so "better" in one block and "worse" in another
     counts even where p is small in both; it is named by its ``p_holm``. A p-value recorded without
     an interval flips when it falls on both sides of 0.05."""
-    from crossrec_lit.reporting import block_verdicts
-
     flips, judged = [], set()
     for name in metrics:
         if last_part(name) == "p_holm":
@@ -162,7 +162,9 @@ def update(chapters: list[str], seeds: list[int]) -> int:
         (BASELINES / f"{chapter}.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
         print(f"{chapter}: {len(metrics)} numbers over seeds {seeds} ({time.perf_counter() - started:.0f}s)")
         for name in flips:
-            print(f"  verdict depends on the seed: {name} = {', '.join(f'{v:.3g}' for v in metrics[name]['values'])}")
+            blocks = block_verdicts(metrics, name.removesuffix(".p_holm")) if last_part(name) == "p_holm" else None
+            said = f" ({', '.join(blocks)})" if blocks else ""
+            print(f"  verdict depends on the seed: {name} = {', '.join(f'{v:.3g}' for v in metrics[name]['values'])}{said}")
     return 0
 
 
