@@ -223,6 +223,9 @@ def verdict_spread(metrics: Mapping, tests: Mapping[str, str], metric: str | Non
     if not moving:
         subject = "This verdict is" if len(blocks) == 1 else f"Each of these {len(blocks)} verdicts is"
         return f"{subject} the same in all {n_blocks} blocks of seeds of the chapter's regression record{what}."
+    if len(blocks) == 1:
+        return (f"Over the {n_blocks} blocks of seeds of the chapter's regression record{what}, this verdict changes with the seeds "
+                f"({', '.join(next(iter(moving.values())))}), so these stores do not settle it.")
     one = len(moving) == 1
     return (f"Over the {n_blocks} blocks of seeds of the chapter's regression record{what}, {len(moving)} of these {len(blocks)} verdicts "
             + ("changes with the seeds, so these stores do not settle it: " if one else "change with the seeds, so these stores do not settle them: ")

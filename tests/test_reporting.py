@@ -56,3 +56,12 @@ def test_verdict_spread_says_which_verdicts_the_seeds_decide() -> None:
                     "The others are the same in every block.")
     assert verdict_spread(metrics, {"A against X": "t.a"}) == "This verdict is the same in all 3 blocks of seeds of the chapter's regression record."
     assert verdict_spread({}, {"A against X": "t.a"}).startswith("There is no regression record")
+
+
+def test_verdict_spread_of_a_single_test_reads_as_one_sentence() -> None:
+    from crossrec_lit.reporting import verdict_spread
+
+    metrics = entries("blend.vs", [0.1, -0.1, -0.3], [0.3, 0.1, -0.1], [0.001, 1.0, 0.01])
+    assert verdict_spread(metrics, {"the blend": "blend.vs"}, "ndcg@10") == (
+        "Over the 3 blocks of seeds of the chapter's regression record, this verdict changes with the seeds "
+        "(better, no significant difference, worse), so these stores do not settle it.")
