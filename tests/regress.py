@@ -75,6 +75,8 @@ EXACT_BY_CONSTRUCTION = [
     ("background", r"^random_hit$", "k / candidates: arithmetic"),
     ("core_concepts", r"^toy_(hand|package)\.", "metrics of a hand-written toy ranking: no training"),
     ("derivation", r"^checks\.", "loss by hand vs the package's on fixed tensors: closed form"),
+    ("benchmark", r"^protocols\.P1-[^.]*\.models\.[^.]+\.[a-z]+@\d+_std$", "P1 runs one experiment seed per block: a std over one seed is 0 by definition"),
+    ("benchmark", r"^protocols\.P1-[^.]*\.models\.(Co-occurrence|Popularity)\.", "counts on the leave-one-out training part: no training, no seed"),
     ("case_study", r"^warm\.Popularity\.", "popularity counted on Toys' leave-one-out training part: no training, no seed"),
     ("pretrained", r"^test\.c\.Popularity \(c\)\.",
      "popularity counted on Toys' training part; setting (c)'s split (leave-one-out, shared customers removed from Sports) draws nothing: no training, no seed"),
