@@ -219,7 +219,7 @@ def verdict_spread(metrics: Mapping, tests: Mapping[str, str], metric: str | Non
         return "There is no regression record for these stores, so this page cannot say whether these verdicts hold for other seeds."
     n_blocks = len(next(iter(blocks.values())))
     what = f" (each block {block})" if block else ""
-    moving = seed_dependent(metrics, tests, metric)
+    moving = {label: v for label, v in blocks.items() if len(set(v)) > 1}
     if not moving:
         subject = "This verdict is" if len(blocks) == 1 else f"Each of these {len(blocks)} verdicts is"
         return f"{subject} the same in all {n_blocks} blocks of seeds of the chapter's regression record{what}."

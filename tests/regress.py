@@ -101,14 +101,15 @@ def on_scale(where: str, value: float) -> float:
     return math.log10(max(value, 1e-300)) if is_p_value(where) else value
 
 
-def verdicts_that_flip(metrics: dict) -> list[str]:
+def verdicts_that_flip(metrics: dict) -> dict[str, list[str] | None]:
     """The tests whose verdict differs between the blocks of seeds: their verdict is the seed's, and
     the chapter may not state one side as the result. A test recorded with its interval and Holm p
     (``<test>.ci_low``, ``.ci_high``, ``.p_holm``) is judged by the chapters' own rule
     (:func:`crossrec_lit.reporting.block_verdicts`), so "better" in one block and "worse" in another
-    counts even where p is small in both; it is named by its ``p_holm``. A p-value recorded without
-    an interval flips when it falls on both sides of 0.05."""
-    flips, judged = [], set()
+    counts even where p is small in both; it is named by its ``p_holm`` and comes with each block's
+    verdict. A p-value recorded without an interval flips when it falls on both sides of 0.05 (no
+    verdicts). Sorted by name."""
+    flips, judged = {}, set()
     for name in metrics:
         if last_part(name) == "p_holm":
             test = name.removesuffix(".p_holm")
@@ -116,11 +117,11 @@ def verdicts_that_flip(metrics: dict) -> list[str]:
             if verdicts is not None:
                 judged.add(test)
                 if len(set(verdicts)) > 1:
-                    flips.append(name)
+                    flips[name] = verdicts
     for name, entry in metrics.items():
         if is_p_value(name) and name.rpartition(".")[0] not in judged and min(entry["values"]) < ALPHA <= max(entry["values"]):
-            flips.append(name)
-    return sorted(flips)
+            flips[name] = None
+    return dict(sorted(flips.items()))
 
 
 def producing_cell(executed: Path, metric: str) -> str:
@@ -161,11 +162,10 @@ def update(chapters: list[str], seeds: list[int]) -> int:
                 entry["scale"] = "log10"  # mean, std and tolerance are in log10 units
             metrics[name] = entry
         flips = verdicts_that_flip(metrics)
-        payload = {"chapter": chapter, "seeds": seeds, "book_seed": book_seed, "sigmas": SIGMAS, "metrics": metrics, "verdicts_that_flip": flips}
+        payload = {"chapter": chapter, "seeds": seeds, "book_seed": book_seed, "sigmas": SIGMAS, "metrics": metrics, "verdicts_that_flip": list(flips)}
         (BASELINES / f"{chapter}.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
         print(f"{chapter}: {len(metrics)} numbers over seeds {seeds} ({time.perf_counter() - started:.0f}s)")
-        for name in flips:
-            blocks = block_verdicts(metrics, name.removesuffix(".p_holm")) if last_part(name) == "p_holm" else None
+        for name, blocks in flips.items():
             said = f" ({', '.join(blocks)})" if blocks else ""
             print(f"  verdict depends on the seed: {name} = {', '.join(f'{v:.3g}' for v in metrics[name]['values'])}{said}")
     return 0
