@@ -130,3 +130,18 @@ def test_a_verdict_that_changes_direction_flips_though_p_is_small_in_every_seed(
     monkeypatch.setattr(regress, "run_chapter", with_test)
     regress.update(["demo"], [0, 1, 2])
     assert json.loads((regress.BASELINES / "demo.json").read_text())["verdicts_that_flip"] == ["paired.moving.p_holm"]
+
+
+def test_every_exact_by_construction_rule_names_recorded_numbers_and_only_unspread_ones() -> None:
+    # A rule that matches nothing has gone stale (a renamed number), and a rule that matches a number
+    # with spread over the seeds calls a trained number exact: both would hide what `floor` counts.
+    for chapter, pattern, why in regress.EXACT_BY_CONSTRUCTION:
+        path = regress.BASELINES / f"{chapter}.json"
+        if not path.exists():
+            continue
+        metrics = json.loads(path.read_text())["metrics"]
+        matched = {name: m for name, m in metrics.items() if regress.exact_by_construction(chapter, name) == why}
+        assert matched, f"{chapter}: {pattern!r} matches no recorded number"
+        # float noise (a closed-form check's 1e-17 from summing in another order) is no spread
+        spread = [name for name, m in matched.items() if m["tolerance"] > regress.REL_FLOOR * max(1.0, abs(m["value"]))]
+        assert not spread, f"{chapter}: {pattern!r} calls numbers with spread over seeds exact: {spread[:3]}"
