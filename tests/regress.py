@@ -70,6 +70,7 @@ TRAINED = re.compile(r"ndcg|recall|hit|mrr|precision|auc|rmse|mae|loss|r2")
 
 # Metrics named like trained ones that no training produces: exact on every CPU, so the floor is
 # their right band. (chapter, regex on the name, why)
+SETTING_C_POPULARITY = "popularity counted on Toys' training part; setting (c)'s split (leave-one-out, shared customers removed from Sports) draws nothing: no training, no seed"
 EXACT_BY_CONSTRUCTION = [
     ("background", r"^popularity_test\.", "popularity counted on the real stores: no training"),
     ("background", r"^random_hit$", "k / candidates: arithmetic"),
@@ -77,13 +78,11 @@ EXACT_BY_CONSTRUCTION = [
     ("derivation", r"^checks\.", "loss by hand vs the package's on fixed tensors: closed form"),
     ("benchmark", r"^protocols\.P1-[^.]*\.models\.[^.]+\.[a-z]+@\d+_std$", "P1 runs one experiment seed per block: a std over one seed is 0 by definition"),
     ("benchmark", r"^protocols\.P1-[^.]*\.models\.(Co-occurrence|Popularity)\.(ndcg|recall)@\d+(_std)?$", "counts on the leave-one-out training part: no training, no seed"),
-    ("benchmark", r"^protocols\.P3 \(c\)[^.]*\.models\.Popularity \(c\)\.(ndcg|recall)@\d+(_std)?$",
-     "popularity counted on Toys' training part; setting (c)'s split (leave-one-out, shared customers removed from Sports) draws nothing: no training, no seed"),
+    ("benchmark", r"^protocols\.P3 \(c\)[^.]*\.models\.Popularity \(c\)\.(ndcg|recall)@\d+(_std)?$", SETTING_C_POPULARITY),
     ("benchmark", r"^sampled\.models\.(Co-occurrence|Popularity)\.",
      "counts on P1's leave-one-out training part, ranked against sampled negatives that the evaluator draws with its fixed seed: no training, no seed"),
     ("case_study", r"^warm\.Popularity\.", "popularity counted on Toys' leave-one-out training part: no training, no seed"),
-    ("pretrained", r"^test\.c\.Popularity \(c\)\.",
-     "popularity counted on Toys' training part; setting (c)'s split (leave-one-out, shared customers removed from Sports) draws nothing: no training, no seed"),
+    ("pretrained", r"^test\.c\.Popularity \(c\)\.", SETTING_C_POPULARITY),
 ]
 
 
@@ -103,6 +102,12 @@ def is_p_value(where: str) -> bool:
 def on_scale(where: str, value: float) -> float:
     """The value on the scale its band lives on: log10 for p-values (floored at 1e-300), else itself."""
     return math.log10(max(value, 1e-300)) if is_p_value(where) else value
+
+
+def without_spread(where: str, entry: dict) -> bool:
+    """Whether a recorded number has no spread over the seeds beyond float noise (std ~1e-18 from
+    summing in another order), so that its band is the 1e-6 floor."""
+    return SIGMAS * entry["std"] <= REL_FLOOR * max(1.0, abs(on_scale(where, entry["value"])))
 
 
 def verdicts_that_flip(metrics: dict) -> dict[str, list[str] | None]:
@@ -226,8 +231,7 @@ def floor(chapters: list[str]) -> int:
         metrics = json.loads(path.read_text())["metrics"]
         why = {n: exact_by_construction(chapter, n) for n in metrics if TRAINED.search(last_part(n)) and not n.endswith("n_users")}
         trained = [n for n, reason in why.items() if reason is None]
-        # float noise (std ~1e-18 from summing in another order) is no spread either
-        exact = sorted(n for n in trained if SIGMAS * metrics[n]["std"] <= REL_FLOOR * max(1.0, abs(on_scale(n, metrics[n]["value"]))))
+        exact = sorted(n for n in trained if without_spread(n, metrics[n]))
         total, at_floor = total + len(trained), at_floor + len(exact)
         print(f"{chapter}: {len(exact)} of {len(trained)} trained-model metrics at the floor" + (f": {', '.join(exact[:8])}" + (" ..." if len(exact) > 8 else "") if exact else ""))
         for reason in sorted(set(why.values()) - {None}):

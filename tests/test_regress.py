@@ -142,6 +142,5 @@ def test_every_exact_by_construction_rule_names_recorded_numbers_and_only_unspre
         metrics = json.loads(path.read_text())["metrics"]
         matched = {name: m for name, m in metrics.items() if regress.exact_by_construction(chapter, name) == why}
         assert matched, f"{chapter}: {pattern!r} matches no recorded number"
-        # float noise (a closed-form check's 1e-17 from summing in another order) is no spread
-        spread = [name for name, m in matched.items() if m["tolerance"] > regress.REL_FLOOR * max(1.0, abs(m["value"]))]
+        spread = [name for name, m in matched.items() if not regress.without_spread(name, m)]
         assert not spread, f"{chapter}: {pattern!r} calls numbers with spread over seeds exact: {spread[:3]}"
