@@ -249,9 +249,10 @@ def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int
     ``optimizer`` is the package's (``adam``: dense Adam as RecBole's; ``sparse_adam``: lazy Adam that
     updates only the rows of each batch, a different algorithm, so its NDCG must be checked)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping
 
     from crossrec_lit.models import BPRMF
+    from crossrec_lit.training import best_checkpoint, quiet_trainer
 
     from _timing import EpochTimer
 
@@ -263,13 +264,9 @@ def train_ours(dm, *, seed: int, epochs: int, eval_step: int, stopping_step: int
     callbacks: list = [timer]
     validate = eval_step > 0
     if validate:
-        ckpt = ModelCheckpoint(dirpath=os.path.join(workdir, f"ours-seed{seed}"), filename="best", monitor="val/ndcg@10", mode="max", save_top_k=1)
+        ckpt = best_checkpoint(os.path.join(workdir, f"ours-seed{seed}"))
         callbacks += [EarlyStopping(monitor="val/ndcg@10", mode="max", patience=stopping_step + 1), ckpt]
-    trainer = pl.Trainer(
-        max_epochs=epochs, check_val_every_n_epoch=eval_step if validate else 1, limit_val_batches=None if validate else 0,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=validate, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=callbacks,
-    )
+    trainer = quiet_trainer(epochs, callbacks, check_val_every_n_epoch=eval_step if validate else 1, limit_val_batches=None if validate else 0)
     trainer.fit(model, datamodule=dm)
     info = {"epoch_seconds": timer.seconds, "epochs_run": len(timer.seconds), "samples_per_epoch": int(len(dm.index.arrays(dm.target_domain, "train")["users"]))}
     if validate:

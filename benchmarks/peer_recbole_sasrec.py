@@ -67,10 +67,11 @@ def write_inter(dm, folder: str, name: str = "Toys") -> int:
 def train_ours(dm, *, seed: int, args, workdir: str) -> dict:
     import numpy as np
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping
 
     from _timing import EpochTimer
     from crossrec_lit.models import SASRec
+    from crossrec_lit.training import best_checkpoint, quiet_trainer
 
     _quiet_lightning()
     dm.seed = seed
@@ -81,12 +82,9 @@ def train_ours(dm, *, seed: int, args, workdir: str) -> dict:
     validate = args.eval_step > 0
     callbacks: list = [timer]
     if validate:
-        ckpt = ModelCheckpoint(dirpath=os.path.join(workdir, f"ours-seed{seed}"), filename="best", monitor="val/ndcg@10", mode="max", save_top_k=1)
+        ckpt = best_checkpoint(os.path.join(workdir, f"ours-seed{seed}"))
         callbacks += [EarlyStopping(monitor="val/ndcg@10", mode="max", patience=args.stopping_step + 1), ckpt]
-    trainer = pl.Trainer(
-        max_epochs=args.epochs, check_val_every_n_epoch=max(args.eval_step, 1), limit_val_batches=None if validate else 0, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=validate, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1, callbacks=callbacks,
-    )  # fmt: skip
+    trainer = quiet_trainer(args.epochs, callbacks, check_val_every_n_epoch=max(args.eval_step, 1), limit_val_batches=None if validate else 0)
     trainer.fit(model, datamodule=dm)
     sequences = dm.training_sequences(args.max_len + 1)
     info = {"epoch_seconds": timer.seconds, "epochs_run": len(timer.seconds), "targets_per_epoch": int(np.count_nonzero(sequences[:, 1:]))}

@@ -51,6 +51,7 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     from crossrec_lit.data import TrainBatches
     from crossrec_lit.data.pairset import sorted_unique
     from crossrec_lit.models import BPRMF, SharedUserMF
+    from crossrec_lit.training import quiet_trainer
 
     warnings.filterwarnings("ignore")
     for name in ("pytorch_lightning", "lightning_fabric"):
@@ -90,7 +91,7 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     del rng
 
     timer = EpochTimer()
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], limit_val_batches=0, limit_train_batches=limit or 1.0)
+    trainer = quiet_trainer(epochs, [timer], limit_val_batches=0, limit_train_batches=limit or 1.0)
     trainer.fit(net, train_dataloaders=loader)
     # the joint model's epoch cycles the smaller store, so it processes about 2x its larger side
     processed = interactions if model == "bpr" else 2 * max(len(su), len(tu))

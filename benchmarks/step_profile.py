@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from crossrec_lit import set_num_threads
 from crossrec_lit.data import InteractionDataModule, TableSource
 from crossrec_lit.models import BPRMF
+from crossrec_lit.training import quiet_trainer
 from train_throughput import make_data
 
 warnings.filterwarnings("ignore")
@@ -74,8 +75,7 @@ class PhaseTimer(pl.Callback):
 def lightning_phases(dm, epochs: int) -> dict[str, float]:
     timer = PhaseTimer()
     model = BPRMF(dm.num_users, dm.num_items, embedding_dim=64, lr=1e-3)
-    trainer = pl.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[timer])  # fmt: skip
+    trainer = quiet_trainer(epochs, [timer], limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     return {phase: total / timer.steps * 1e3 for phase, total in timer.totals.items()}
 
@@ -154,8 +154,7 @@ def framework_us(kind: str, steps: int = 2000) -> float:
             optimizer.step()
         return (time.perf_counter() - start) / steps * 1e6
     model = _OneParameter() if kind == "Lightning, automatic optimisation" else _OneParameterManual()
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", devices=1, limit_val_batches=0)  # fmt: skip
+    trainer = quiet_trainer(1, limit_val_batches=0)
     start = time.perf_counter()
     trainer.fit(model, train_dataloaders=DataLoader(_Ready(steps), batch_size=None))
     return (time.perf_counter() - start) / steps * 1e6

@@ -31,6 +31,7 @@ from crossrec_lit.data import InteractionDataModule, InteractionTable, TableSour
 from crossrec_lit.models import BPRMF
 from crossrec_lit.models.embedding import Embedding
 from crossrec_lit.optim import LazyAdam
+from crossrec_lit.training import quiet_trainer
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -81,10 +82,7 @@ def package_epoch(dm: InteractionDataModule, optimizer: str, dim: int, seed: int
     pl.seed_everything(seed, verbose=False)
     model = BPRMF(dm.num_users, dm.num_items, embedding_dim=dim, lr=1e-3, optimizer=optimizer)
     timer = EpochTimer()
-    trainer = pl.Trainer(
-        max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[timer],
-    )
+    trainer = quiet_trainer(1, [timer], limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     return len(dm.index.arrays(dm.target_domain, "train")["users"]) / timer.last
 

@@ -548,12 +548,9 @@ class Runner:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, **self.exp.early_stopping))
         version = f"seed{seed}" + "".join(f"-{k}={v}" for k, v in hp.items()) + f"-{key[:8]}"
         cfg.setdefault("enable_progress_bar", self.progress)
-        cfg.setdefault("enable_model_summary", False)
-        cfg.setdefault("num_sanity_val_steps", 0)
         cfg.setdefault("deterministic", True)
-        cfg.setdefault("accelerator", "cpu")
-        cfg.setdefault("devices", 1)
-        return pl.Trainer(callbacks=callbacks, logger=CSVLogger(self.out / "logs", name=_slug(spec.name), version=_slug(version)), **cfg)
+        logger = CSVLogger(self.out / "logs", name=_slug(spec.name), version=_slug(version))
+        return quiet_trainer(cfg.pop("max_epochs"), callbacks, logger=logger, **cfg)
 
     def test(self, spec: ModelSpec, record: dict) -> tuple[dict, pd.DataFrame]:
         """Test the chosen trial once (cached beside its checkpoint)."""

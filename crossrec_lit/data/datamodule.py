@@ -280,7 +280,7 @@ class InteractionDataModule(pl.LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _loader(self, dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
+        return DataLoader(dataset, batch_size=None, collate_fn=_as_is, num_workers=self.num_workers, persistent_workers=False)
 
     def sequences(self, parts: str | tuple[str, ...] = "train", length: int | None = None, domain: str | None = None) -> np.ndarray:
         """``[num_users, length]`` item sequences of ``domain``'s split part(s) (default: the target
@@ -615,6 +615,12 @@ class CrossDomainDataModule(InteractionDataModule):
             loaders["overlap"] = self._loader(self._overlap_batches())
         # a CombinedLoader even for one side, so batches are always keyed by domain
         return CombinedLoader(loaders, mode="max_size_cycle")
+
+
+def _as_is(batch):
+    """The loaders' collate function: the batch datasets yield finished batches of tensors, which
+    the default (``default_convert``, a recursive walk over each dict) would hand back unchanged."""
+    return batch
 
 
 def _jsonable(value) -> bool:

@@ -73,6 +73,15 @@ class RecommenderModule(pl.LightningModule):
         self.test_metrics = RankingAccumulator(self.ks, keep_per_user=True, sampled_negatives=sampled_eval_negatives)
         self.test_per_user = None
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets _current_fx_name around every hook it calls, some 40 times per training
+        # step; nn.Module.__setattr__ first checks whether the value is a parameter, module or
+        # buffer (about 5 us each). The name is a plain attribute, so it is stored directly.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's loader, with its two common failures turned into errors that say what to do."""
@@ -136,7 +145,7 @@ class RecommenderModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
         batch = single_domain_batch(batch)
-        loss = self.loss(batch) * batch.get("rank_weight", 1.0)
+        loss = rank_weighted(self.loss(batch), batch)
         if not torch.isfinite(loss):
             raise CrossRecError(f"training loss became {loss.item()} at step {self.global_step}", "lower the learning rate or add regularisation")
         self.track("train/loss", loss, _batch_size(batch))
@@ -262,6 +271,13 @@ class RecommenderModule(pl.LightningModule):
 
 
 DOMAIN_KEYS = ("source", "target", "overlap")
+
+
+def rank_weighted(loss: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The loss scaled by the batch's ``rank_weight``, which the batch datasets set under DDP only
+    (ranks' shares of an uneven epoch); a single process skips the multiplication."""
+    weight = batch.get("rank_weight")
+    return loss if weight is None else loss * weight
 
 
 def single_domain_batch(batch):

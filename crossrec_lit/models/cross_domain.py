@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from crossrec_lit.errors import CrossRecError
-from crossrec_lit.models.base import RecommenderModule
+from crossrec_lit.models.base import RecommenderModule, rank_weighted
 
 PARTS = ("source", "target", "overlap")
 
@@ -64,7 +64,7 @@ class CrossDomainModule(RecommenderModule):
         """lambda * source loss + target loss (+ overlap loss) over the parts present."""
         if not isinstance(batch, dict) or "users" in batch:
             batch = {"target": batch}
-        parts = {part: getattr(self, f"{part}_loss")(batch[part]) * batch[part].get("rank_weight", 1.0) for part in PARTS if part in batch}
+        parts = {part: rank_weighted(getattr(self, f"{part}_loss")(batch[part]), batch[part]) for part in PARTS if part in batch}
         if not parts:
             raise CrossRecError(f"batch has none of the parts {list(PARTS)}", "train with a CrossDomainDataModule")
         total = sum(self.part_weight(part) * loss for part, loss in parts.items())
