@@ -132,13 +132,15 @@ def _references(spec) -> dict[str, set[str]]:
 
 def _start_worker(exp, out: str, options: dict, num_threads: int | None, parent: int) -> None:
     global _RUNNER
+    # first, before importing Lightning and the models (tens of seconds on a loaded box): the
+    # runner may die while this worker is still starting
+    _exit_with_parent(parent)
     from crossrec_lit.experiment import Runner
     from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs, set_num_threads
 
     filter_known_warnings()
     quiet_lightning_logs()
     set_num_threads(num_threads)
-    _exit_with_parent(parent)  # first: the runner may die while this worker is still starting
     _RUNNER = Runner(exp, out, progress=False, **options)
 
 
