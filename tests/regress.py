@@ -2,7 +2,6 @@
 
     python tests/regress.py check  [chapter ...]   # run chapters with the book's parameters, compare
     python tests/regress.py update [chapter ...]   # rewrite tests/baselines/<chapter>.json deliberately
-                                                   # (--jobs 3: the three seeds' blocks at once)
     python tests/regress.py floor  [chapter ...]   # which trained-model metrics keep the exact floor
 
 `update` runs each chapter with the book's own parameters for several values of its `seed`
@@ -149,28 +148,17 @@ def producing_cell(executed: Path, metric: str) -> str:
     return f"cell {index} (the record cell): {source.strip().splitlines()[0][:100]}"
 
 
-def _run_block(chapter: str, seed: int, tmp: str) -> dict[str, float]:
-    """The numbers one seed's block of ``chapter`` records (a process of its own under ``--jobs``)."""
-    out = Path(tmp) / f"s{seed}"
-    out.mkdir()
-    rec, _ = run_chapter(chapter, out, {"seed": seed})
-    return flat(rec)
-
-
-def update(chapters: list[str], seeds: list[int], jobs: int = 1) -> int:
+def update(chapters: list[str], seeds: list[int]) -> int:
     BASELINES.mkdir(exist_ok=True)
     for chapter in chapters:
         started = time.perf_counter()
+        runs = {}
         with tempfile.TemporaryDirectory() as tmp:
-            if jobs > 1:
-                # the blocks are independent runs of the chapter; a chapter whose last experiment
-                # trains one model at a time leaves a core idle, which another block then fills
-                from concurrent.futures import ProcessPoolExecutor
-
-                with ProcessPoolExecutor(min(jobs, len(seeds))) as pool:
-                    runs = dict(zip(seeds, pool.map(_run_block, [chapter] * len(seeds), seeds, [tmp] * len(seeds))))
-            else:
-                runs = {seed: _run_block(chapter, seed, tmp) for seed in seeds}
+            for seed in seeds:
+                out = Path(tmp) / f"s{seed}"
+                out.mkdir()
+                rec, _ = run_chapter(chapter, out, {"seed": seed})
+                runs[seed] = flat(rec)
         book_seed = seeds[0]
         metrics = {}
         for name, value in runs[book_seed].items():
@@ -257,7 +245,6 @@ def main(argv=None) -> int:
     parser.add_argument("action", choices=["check", "update", "floor"])
     parser.add_argument("chapters", nargs="*", help="default: every chapter in _toc.yml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds for update (the first is the book's)")
-    parser.add_argument("--jobs", type=int, default=1, help="update: run this many seeds' blocks at once (each with CROSSREC_WORKERS workers)")
     args = parser.parse_args(argv)
     chapters = args.chapters or toc_chapters()
     unknown = [c for c in chapters if c not in toc_chapters()]
@@ -266,7 +253,7 @@ def main(argv=None) -> int:
         return 2
     if args.action == "floor":
         return floor(chapters)
-    return update(chapters, args.seeds, args.jobs) if args.action == "update" else check(chapters)
+    return update(chapters, args.seeds) if args.action == "update" else check(chapters)
 
 
 if __name__ == "__main__":

@@ -144,11 +144,3 @@ def test_every_exact_by_construction_rule_names_recorded_numbers_and_only_unspre
         assert matched, f"{chapter}: {pattern!r} matches no recorded number"
         spread = [name for name, m in matched.items() if not regress.without_spread(name, m)]
         assert not spread, f"{chapter}: {pattern!r} calls numbers with spread over seeds exact: {spread[:3]}"
-
-
-def test_update_with_blocks_run_at_once_writes_the_same_baseline(fake_chapter) -> None:
-    regress.update(["demo"], [0, 1, 2])
-    one_by_one = (regress.BASELINES / "demo.json").read_text()
-    (regress.BASELINES / "demo.json").unlink()
-    assert regress.update(["demo"], [0, 1, 2], jobs=3) == 0
-    assert (regress.BASELINES / "demo.json").read_text() == one_by_one
