@@ -71,6 +71,7 @@ TRAINED = re.compile(r"ndcg|recall|hit|mrr|precision|auc|rmse|mae|loss|r2")
 # Metrics named like trained ones that no training produces: exact on every CPU, so the floor is
 # their right band. (chapter, regex on the name, why)
 SETTING_C_POPULARITY = "popularity counted on Toys' training part; setting (c)'s split (leave-one-out, shared customers removed from Sports) draws nothing: no training, no seed"
+TOYS_LOO_POPULARITY = "popularity counted on Toys' leave-one-out training part (split by sequence order): no training, no seed"
 EXACT_BY_CONSTRUCTION = [
     ("background", r"^popularity_test\.", "popularity counted on the real stores: no training"),
     ("background", r"^random_hit$", "k / candidates: arithmetic"),
@@ -81,7 +82,8 @@ EXACT_BY_CONSTRUCTION = [
     ("benchmark", r"^protocols\.P3 \(c\)[^.]*\.models\.Popularity \(c\)\.(ndcg|recall)@\d+(_std)?$", SETTING_C_POPULARITY),
     ("benchmark", r"^sampled\.models\.(Co-occurrence|Popularity)\.",
      "counts on P1's leave-one-out training part, ranked against sampled negatives that the evaluator draws with its fixed seed: no training, no seed"),
-    ("case_study", r"^warm\.Popularity\.", "popularity counted on Toys' leave-one-out training part: no training, no seed"),
+    ("case_study", r"^warm\.Popularity\.", TOYS_LOO_POPULARITY),
+    ("sequential", r"^(recipe|merged)\.Popularity\.", TOYS_LOO_POPULARITY),
     ("pretrained", r"^test\.c\.Popularity \(c\)\.", SETTING_C_POPULARITY),
 ]
 
