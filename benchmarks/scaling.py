@@ -41,7 +41,6 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     import warnings
 
     import numpy as np
-    import pytorch_lightning as pl
     import torch
     from pytorch_lightning.utilities import CombinedLoader
     from torch.utils.data import DataLoader

@@ -34,7 +34,7 @@ def test_best_epoch_is_kept_named_and_tested(tiny_source, tmp_path):
     assert model.test_per_user is not None and len(model.test_per_user) > 0
 
 
-def test_quiet_trainer_hooks_run_under_a_shared_no_op_profile(tiny_source):
+def test_quiet_trainer_hooks_run_under_a_shared_no_op_profile():
     trainer = quiet_trainer(1)
     assert isinstance(trainer.profiler, NoProfiler)
     first, second = trainer.profiler.profile("a"), trainer.profiler.profile("b")
@@ -44,10 +44,19 @@ def test_quiet_trainer_hooks_run_under_a_shared_no_op_profile(tiny_source):
     assert isinstance(quiet_trainer(1, profiler="simple").profiler, pl.profilers.SimpleProfiler)
 
 
-def test_lightning_hook_name_bypasses_module_setattr_without_changing_what_it_reads(tiny_source):
+def test_lightning_hook_name_bypasses_module_setattr_without_changing_what_it_reads(tiny_source, monkeypatch):
     dm = InteractionDataModule(tiny_source, "B", split="leave_one_out", batch_size=256, seed=0)
     model = BPRMF(dm.num_users, dm.num_items, embedding_dim=8)
+    extra = torch.nn.Linear(2, 2)
+    through_module = []
+    module_setattr = torch.nn.Module.__setattr__
+
+    def recording(self, name, value):
+        through_module.append(name)
+        module_setattr(self, name, value)
+
+    monkeypatch.setattr(torch.nn.Module, "__setattr__", recording)
     model._current_fx_name = "training_step"
-    assert model._current_fx_name == "training_step" and "_current_fx_name" not in model._modules
-    model.extra = torch.nn.Linear(2, 2)  # every other name still goes through nn.Module
-    assert "extra" in model._modules
+    assert model._current_fx_name == "training_step" and through_module == []
+    model.extra = extra  # every other name still goes through nn.Module
+    assert through_module == ["extra"] and "extra" in model._modules
