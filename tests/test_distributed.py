@@ -82,3 +82,20 @@ def test_counting_baselines_refuse_ddp_with_a_fix():
     with pytest.raises(Exception, match="nothing to train") as info:
         trainer(2, max_epochs=1).fit(Popularity(dm.num_users, dm.num_items), dm)
     assert "Fix:" in str(info.value) or isinstance(info.value, CrossRecError)
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_each_evaluation_starts_from_its_own_zeroed_sums(stage):
+    # ddp_spawn moves every tensor of the pickled model into shared memory and Lightning copies
+    # back only parameters and buffers; the accumulators' sums stay shared between the ranks.
+    # Here a sibling's additions are simulated by shared sums that are not zero.
+    dm = data()
+    torch.manual_seed(0)
+    model = BPRMF(dm.num_users, dm.num_items, embedding_dim=8)
+    clean = getattr(trainer(1), stage)(model, dm, verbose=False)[0]
+    metrics = model.val_metrics if stage == "validate" else model.test_metrics
+    metrics.sums = torch.full_like(metrics.sums, 7.0).share_memory_()
+    metrics.count = torch.full_like(metrics.count, 3.0).share_memory_()
+    again = getattr(trainer(1), stage)(model, dm, verbose=False)[0]
+    assert again == clean
+    assert not metrics.sums.is_shared()

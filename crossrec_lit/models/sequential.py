@@ -148,6 +148,7 @@ class SASRec(RecommenderModule):
         return torch.randint(1, self.num_input_items + 1, shape, device=self.negative_rows.device)
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self._eval_history = "valid_history"
 
     def on_validation_epoch_end(self) -> None:
