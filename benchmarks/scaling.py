@@ -7,8 +7,11 @@ items grow with the data (10 interactions per user, 20 per item; the joint model
 interactions between two stores sharing the users). The epoch goes through the package's batch
 datasets and a Lightning Trainer, with negatives that exclude each user's positives. It prints
 seconds, samples/s, peak RSS and the cost per million interactions (constant if the cost grows
-linearly), writes a CSV and a figure, and finishes with the large-catalogue check: BPR-MF with
-SparseAdam on 1M users x 1M items, where a dense optimiser would touch 2M rows every step.
+linearly), writes a CSV and a figure, runs the large-catalogue check (BPR-MF with SparseAdam on
+1M users x 1M items, where a dense optimiser would touch 2M rows every step), and ends with the
+per-million cost ratio of the largest size to the smallest, after the same ratio for a bare torch
+loop on the same table shapes (the memory floor: what random rows in tables larger than the
+caches cost on this machine, with no package code in the way).
 
 A 0.1M epoch is about 25 steps and 0.2 s, short enough for one scheduler hiccup to move the ratio
 by a tenth, and its first steps (allocating the optimiser's moments) weigh in it: sizes below
@@ -102,6 +105,43 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
             "setup_s": setup_s, "epochs": epochs, "epoch_s": epoch_s, "samples_per_s": processed / epoch_s, "peak_rss_mib": peak}
 
 
+def floor_child(n: int, threads: int, steps: int = 200) -> dict:
+    """The memory floor at size ``n``: a bare torch BPR step on tables of the benchmark's shapes.
+
+    Uniform batches, no negative exclusion, no Lightning, no sparse gradients, and plain SGD
+    written as ``index_add_``: one read and one write of each batch row, the fewest table accesses
+    a BPR step can make. Once the tables outgrow the caches those rows are cache and TLB misses,
+    so how much this step's cost per interaction grows from the smallest to the largest size is
+    what the machine itself adds, whatever the package does.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    n_users, n_items, dim, batch = max(n // 10, 100), max(n // 20, 100), 64, 4096
+    g = torch.Generator().manual_seed(0)
+    users_emb = torch.randn(n_users, dim, generator=g) * 0.01
+    items_emb = torch.randn(n_items, dim, generator=g) * 0.01
+    users = torch.randint(0, n_users, (steps, batch), generator=g)
+    pos = torch.randint(0, n_items, (steps, batch), generator=g)
+    neg = torch.randint(0, n_items, (steps, batch), generator=g)
+
+    def step(k: int, lr: float = 0.01) -> None:
+        u, i, j = users_emb[users[k]], items_emb[pos[k]], items_emb[neg[k]]
+        weight = torch.sigmoid(-(u * (i - j)).sum(1)).unsqueeze(1) * lr
+        users_emb.index_add_(0, users[k], weight * (i - j))
+        items_emb.index_add_(0, pos[k], weight * u)
+        items_emb.index_add_(0, neg[k], -weight * u)
+
+    warm = steps // 10
+    for k in range(warm):
+        step(k)
+    started = time.perf_counter()
+    for k in range(warm, steps):
+        step(k)
+    seconds = (time.perf_counter() - started) / (steps - warm)
+    return {"interactions": n, "step_ms": seconds * 1e3, "s_per_million": seconds / batch * 1e6}
+
+
 def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0, epochs: int = 1, thp: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit), str(epochs)]
     # torch's CPU allocator reads THP_MEM_ALLOC_ENABLE once, at its first allocation: only a fresh
@@ -114,6 +154,9 @@ def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, i
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--floor":
+        print(json.dumps(floor_child(int(sys.argv[2]), int(sys.argv[3]))))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         model, n, threads, optimizer, users, items, limit, epochs = sys.argv[2:10]
         print(json.dumps(child(model, int(n), int(threads), optimizer, int(users) or None, int(items) or None, int(limit), int(epochs))))
@@ -185,13 +228,26 @@ def main() -> None:
             r = run("bpr", 2_000_000, args.threads, optimizer, users=1_000_000, items=1_000_000, limit=limit, thp=args.thp)
             print(f"{optimizer:12s} {r['samples_per_s']:11,.0f} samples/s   peak RSS {r['peak_rss_mib']:,.0f} MiB" + ("   (first 20 batches)" if limit else "   (target: > 150,000)"), flush=True)
 
-    # the headline, last: BPR-MF with the sparse optimiser, the setting meant for big catalogues
+    # the headline, last: BPR-MF with the sparse optimiser, the setting meant for big catalogues,
+    # next to the memory floor of the same two sizes measured in this run
     mine = [r for r in rows if r["model"] == "bpr" and r["optimizer"] == "sparse_adam"]
     if len(mine) > 1:
         first, last = mine[0], mine[-1]
         per_million = [r["epoch_s"] / (r["interactions"] / 1e6) for r in (first, last)]
         label = f"{_size(last['interactions'])}/{_size(first['interactions'])}"
-        print(f"\nper-million cost ratio {label}: {per_million[1] / per_million[0]:.2f}")
+        floors = [_floor(n, args.threads) for n in (args.sizes[0], args.sizes[-1])]
+        print(f"\n# memory floor (bare torch BPR step, plain SGD by index_add_, no sampling): "
+              f"{floors[0]['s_per_million']:.2f} s per 1M at {_size(first['interactions'])}, {floors[1]['s_per_million']:.2f} at {label.split('/')[0]}; "
+              f"the package adds {per_million[0] - floors[0]['s_per_million']:.2f} and {per_million[1] - floors[1]['s_per_million']:.2f}")
+        print(f"bare-loop floor per-million cost ratio {label}: {floors[1]['s_per_million'] / floors[0]['s_per_million']:.2f}")
+        print(f"per-million cost ratio {label}: {per_million[1] / per_million[0]:.2f}")
+
+
+def _floor(n: int, threads: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--floor", str(n), str(threads)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the memory floor at {n:,} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _size(n: int) -> str:

@@ -27,6 +27,8 @@ def test_scaling_ends_with_the_per_million_cost_ratio(tmp_path):
     out = run("scaling.py", "--sizes", "2000", "20000", "--dense-max", "2000", "--skip-large-catalogue", "--timed-interactions", "6000", "--out", str(tmp_path), tmp_path=tmp_path)
     # the labels are the sizes after duplicate pairs are dropped, to one significant digit
     assert re.fullmatch(r"per-million cost ratio 0\.0\d+M/0\.00\dM: \d+\.\d\d", out.strip().splitlines()[-1]), out
+    # the machine's own growth over the same sizes, measured in the same run, just before it
+    assert re.fullmatch(r"bare-loop floor per-million cost ratio 0\.0\d+M/0\.00\dM: \d+\.\d\d", out.strip().splitlines()[-2]), out
     assert (tmp_path / "scaling.csv").exists() and (tmp_path / "scaling.png").exists()
 
 
