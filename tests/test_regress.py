@@ -44,6 +44,14 @@ def test_timings_are_not_regressed() -> None:
     assert not regress.is_timing("record.per_seed_ndcg@10.CMF[0]")
 
 
+def test_cache_state_is_not_regressed() -> None:
+    # a fresh machine encodes every title, one that built the book before none
+    record = {"encoding": {"titles": 42382, "first_encoded": 42370, "cached_encoded": 0}}
+    assert regress.flat(record) == {"encoding.titles": 42382.0, "encoding.cached_encoded": 0.0}
+    assert regress.is_machine_state("record.encoding.first_encoded")
+    assert not regress.is_machine_state("record.encoding.unique")
+
+
 def test_update_stores_spread_and_check_passes_inside_the_band(fake_chapter) -> None:
     assert regress.update(["demo"], [0, 1, 2]) == 0
     baseline = json.loads((regress.BASELINES / "demo.json").read_text())
