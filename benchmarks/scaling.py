@@ -143,13 +143,22 @@ def floor_child(n: int, threads: int, steps: int = 200) -> dict:
 
 
 def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0, epochs: int = 1, thp: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit), str(epochs)]
+    args = ["--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit), str(epochs)]
+    return _in_fresh_process(args, thp, f"{model} at {n:,}")
+
+
+def run_floor(n: int, threads: int, thp: bool = False) -> dict:
+    return _in_fresh_process(["--floor", str(n), str(threads)], thp, f"the memory floor at {n:,}")
+
+
+def _in_fresh_process(args: list[str], thp: bool, what: str) -> dict:
+    """This script's ``args`` mode in a process of its own; its last stdout line, read as JSON."""
     # torch's CPU allocator reads THP_MEM_ALLOC_ENABLE once, at its first allocation: only a fresh
     # process can switch it
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"} if thp else {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"{model} at {n:,} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -235,19 +244,12 @@ def main() -> None:
         first, last = mine[0], mine[-1]
         per_million = [r["epoch_s"] / (r["interactions"] / 1e6) for r in (first, last)]
         label = f"{_size(last['interactions'])}/{_size(first['interactions'])}"
-        floors = [_floor(n, args.threads) for n in (args.sizes[0], args.sizes[-1])]
+        floors = [run_floor(n, args.threads) for n in (args.sizes[0], args.sizes[-1])]
         print(f"\n# memory floor (bare torch BPR step, plain SGD by index_add_, no sampling): "
-              f"{floors[0]['s_per_million']:.2f} s per 1M at {_size(first['interactions'])}, {floors[1]['s_per_million']:.2f} at {label.split('/')[0]}; "
+              f"{floors[0]['s_per_million']:.2f} s per 1M at {_size(first['interactions'])}, {floors[1]['s_per_million']:.2f} at {_size(last['interactions'])}; "
               f"the package adds {per_million[0] - floors[0]['s_per_million']:.2f} and {per_million[1] - floors[1]['s_per_million']:.2f}")
         print(f"bare-loop floor per-million cost ratio {label}: {floors[1]['s_per_million'] / floors[0]['s_per_million']:.2f}")
         print(f"per-million cost ratio {label}: {per_million[1] / per_million[0]:.2f}")
-
-
-def _floor(n: int, threads: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--floor", str(n), str(threads)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the memory floor at {n:,} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _size(n: int) -> str:
