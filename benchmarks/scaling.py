@@ -244,7 +244,8 @@ def main() -> None:
         first, last = mine[0], mine[-1]
         per_million = [r["epoch_s"] / (r["interactions"] / 1e6) for r in (first, last)]
         label = f"{_size(last['interactions'])}/{_size(first['interactions'])}"
-        floors = [run_floor(n, args.threads) for n in (args.sizes[0], args.sizes[-1])]
+        # the same transparent-huge-page setting as the package's rows, so the two stay side by side
+        floors = [run_floor(n, args.threads, thp=args.thp) for n in (args.sizes[0], args.sizes[-1])]
         print(f"\n# memory floor (bare torch BPR step, plain SGD by index_add_, no sampling): "
               f"{floors[0]['s_per_million']:.2f} s per 1M at {_size(first['interactions'])}, {floors[1]['s_per_million']:.2f} at {_size(last['interactions'])}; "
               f"the package adds {per_million[0] - floors[0]['s_per_million']:.2f} and {per_million[1] - floors[1]['s_per_million']:.2f}")
