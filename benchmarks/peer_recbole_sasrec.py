@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _allocator as allocator  # noqa: E402
 from peer_recbole import DEFAULT_VENV, RecBoleUnavailable, _quiet_lightning, ensure_recbole, run_side  # noqa: E402
 
 
@@ -136,6 +137,7 @@ def main() -> None:
     from crossrec_lit import set_num_threads
 
     set_num_threads(args.threads)
+    allocator.settle_here()  # RecBole's side gets the same settings through run_side's environment
     try:
         python = ensure_recbole(args.recbole_venv)
     except RecBoleUnavailable as err:

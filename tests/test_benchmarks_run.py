@@ -49,3 +49,21 @@ def test_step_profile_prints_every_phase_and_the_empty_step_costs(tmp_path):
 def test_the_other_scripts_at_least_parse_their_arguments(script, tmp_path):
     # these need the Amazon files, RecBole's venv or minutes of CPU: their --help must still work
     assert "usage:" in run(script, "--help", tmp_path=tmp_path)
+
+
+def test_peer_benchmarks_fix_both_malloc_thresholds_in_both_processes():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _allocator as allocator
+        import peer_recbole
+    finally:
+        sys.path.remove(str(BENCH))
+    # one threshold alone stops glibc adapting the other (measured slower than neither), so the
+    # child's environment always carries both, and this process gets the same through mallopt
+    env = peer_recbole.side_env()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(allocator.MMAP_THRESHOLD)
+    assert env["MALLOC_TRIM_THRESHOLD_"] == str(allocator.TRIM_THRESHOLD)
+    if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION"):
+        # in a child, so this test process keeps its own allocator settings
+        done = subprocess.run([sys.executable, "-c", "import _allocator; raise SystemExit(0 if _allocator.settle_here() else 1)"], cwd=BENCH)
+        assert done.returncode == 0, "glibc refused the malloc thresholds"
