@@ -56,17 +56,9 @@ TIMING = re.compile(r"seconds|per_second|(^|_)min$|minutes|elapsed|wall")
 CACHE_STATE = re.compile(r"^first_encoded$")
 
 
-def _parts(where: str) -> list[str]:
-    return [part for part in re.split(r"[.\[\]]", where) if part]
-
-
-def is_timing(where: str) -> bool:
-    return any(TIMING.search(part) for part in _parts(where))
-
-
 def is_machine_state(where: str) -> bool:
     """Timings and cache-state counts: what the machine did, left out of the baselines."""
-    return any(TIMING.search(part) or CACHE_STATE.search(part) for part in _parts(where))
+    return any(TIMING.search(part) or CACHE_STATE.search(part) for part in re.split(r"[.\[\]]", where) if part)
 
 
 def flat(record: dict) -> dict[str, float]:

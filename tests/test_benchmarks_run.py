@@ -4,6 +4,7 @@ needs its numbers."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -52,12 +53,10 @@ def test_the_other_scripts_at_least_parse_their_arguments(script, tmp_path):
 
 
 def test_peer_benchmarks_fix_both_malloc_thresholds_in_both_processes():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _allocator as allocator
-        import peer_recbole
-    finally:
-        sys.path.remove(str(BENCH))
+    spec = importlib.util.spec_from_file_location("peer_recbole", BENCH / "peer_recbole.py")
+    peer_recbole = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer_recbole)
+    allocator = peer_recbole.allocator
     # one threshold alone stops glibc adapting the other (measured slower than neither), so the
     # child's environment always carries both, and this process gets the same through mallopt
     env = peer_recbole.side_env()

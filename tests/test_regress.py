@@ -37,11 +37,11 @@ def fake_chapter(monkeypatch, tmp_path):
 
 
 def test_timings_are_not_regressed() -> None:
-    assert regress.is_timing("record.cost.source_seconds")
-    assert regress.is_timing("record.protocols.P1.models.CMF.fit_seconds")
-    assert regress.is_timing("record.experiment_min")
-    assert not regress.is_timing("record.parameters.guard_min_epochs")
-    assert not regress.is_timing("record.per_seed_ndcg@10.CMF[0]")
+    assert regress.is_machine_state("record.cost.source_seconds")
+    assert regress.is_machine_state("record.protocols.P1.models.CMF.fit_seconds")
+    assert regress.is_machine_state("record.experiment_min")
+    assert not regress.is_machine_state("record.parameters.guard_min_epochs")
+    assert not regress.is_machine_state("record.per_seed_ndcg@10.CMF[0]")
 
 
 def test_cache_state_is_not_regressed() -> None:
