@@ -1,6 +1,6 @@
 """Scaling: a training epoch of BPR-MF and of the joint model at growing data sizes.
 
-    python benchmarks/scaling.py [--sizes 100000 1000000 10000000] [--dense-max 1000000] [--threads 1] [--thp] [--out benchmarks/out]
+    python benchmarks/scaling.py [--sizes 100000 1000000 10000000] [--dense-max 1000000] [--threads 1] [--thp] [--malloc settled|adaptive] [--out benchmarks/out]
 
 Each (model, size) runs in its own process, so its peak memory (max RSS) is its own. Users and
 items grow with the data (10 interactions per user, 20 per item; the joint model splits the
@@ -20,6 +20,11 @@ where the first ones do not count).
 ``--thp`` asks torch's allocator for transparent huge pages; at 10M the tables (about 1 GB with
 the optimiser's moments) are read at random rows, and 4 KB pages make most of those reads a TLB
 miss as well as a cache miss.
+``--malloc settled`` (the default) starts every child with glibc's malloc thresholds where a long
+run ends up (``_allocator.py``): a short run at the smallest size otherwise times part of the
+allocator's warm-up, whose fresh pages weigh more in 0.2 s than in minutes, and the ratio of the
+largest size to the smallest comes out lower than the package's cost makes it. ``adaptive`` is
+glibc's own behaviour, for comparison.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' helpers, when loaded by path (tests)
+import _allocator as allocator  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -142,20 +150,32 @@ def floor_child(n: int, threads: int, steps: int = 200) -> dict:
     return {"interactions": n, "step_ms": seconds * 1e3, "s_per_million": seconds / batch * 1e6}
 
 
-def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0, epochs: int = 1, thp: bool = False) -> dict:
+def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0, epochs: int = 1, thp: bool = False,
+        malloc: str = "settled") -> dict:
     args = ["--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit), str(epochs)]
-    return _in_fresh_process(args, thp, f"{model} at {n:,}")
+    return _in_fresh_process(args, thp, malloc, f"{model} at {n:,}")
 
 
-def run_floor(n: int, threads: int, thp: bool = False) -> dict:
-    return _in_fresh_process(["--floor", str(n), str(threads)], thp, f"the memory floor at {n:,}")
+def run_floor(n: int, threads: int, thp: bool = False, malloc: str = "settled") -> dict:
+    return _in_fresh_process(["--floor", str(n), str(threads)], thp, malloc, f"the memory floor at {n:,}")
 
 
-def _in_fresh_process(args: list[str], thp: bool, what: str) -> dict:
+def child_env(thp: bool, malloc: str) -> dict[str, str]:
+    """The environment of a child: torch's allocator reads THP_MEM_ALLOC_ENABLE and glibc its
+    MALLOC_* variables once, at the process's first allocation, so only a fresh process can switch
+    them; each is set or removed, never inherited by chance."""
+    fixed = allocator.environment()
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE" and k not in fixed}
+    if thp:
+        env["THP_MEM_ALLOC_ENABLE"] = "1"
+    if malloc == "settled":
+        env.update(fixed)
+    return env
+
+
+def _in_fresh_process(args: list[str], thp: bool, malloc: str, what: str) -> dict:
     """This script's ``args`` mode in a process of its own; its last stdout line, read as JSON."""
-    # torch's CPU allocator reads THP_MEM_ALLOC_ENABLE once, at its first allocation: only a fresh
-    # process can switch it
-    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"} if thp else {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env = child_env(thp, malloc)
     done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
@@ -181,13 +201,15 @@ def main() -> None:
                    help="a size below this trains several epochs (their median is reported), so every row times about this many interactions")
     p.add_argument("--thp", action="store_true",
                    help="back tensors of 2 MB and more with transparent huge pages (THP_MEM_ALLOC_ENABLE=1, read by torch's CPU allocator)")
+    p.add_argument("--malloc", choices=["settled", "adaptive"], default="settled",
+                   help="settled: glibc's malloc thresholds fixed from each child's start (benchmarks/_allocator.py); adaptive: glibc's default")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     rows = []
     print(f"# median epoch per row (sizes under {args.timed_interactions:,} interactions train several epochs), {args.threads} thread(s), dim 64, batch 4096, "
-          f"negatives exclude positives, transparent huge pages {'on' if args.thp else 'off'}")
+          f"negatives exclude positives, transparent huge pages {'on' if args.thp else 'off'}, malloc {args.malloc}")
     print(f"{'model/optimizer':18s} {'interactions':>13s} {'users':>10s} {'items':>10s} {'epoch s':>9s} {'samples/s':>11s} {'s per 1M':>9s} {'peak RSS MiB':>13s}")
     # SparseAdam updates only the rows a batch touches, so a step costs O(batch); dense Adam steps
     # every row, so with a catalogue that grows with the data its epoch grows quadratically
@@ -196,7 +218,7 @@ def main() -> None:
             for n in args.sizes:
                 if optimizer == "adam" and n > args.dense_max:
                     continue
-                r = run(model, n, args.threads, optimizer, epochs=math.ceil(args.timed_interactions / n), thp=args.thp)
+                r = run(model, n, args.threads, optimizer, epochs=math.ceil(args.timed_interactions / n), thp=args.thp, malloc=args.malloc)
                 rows.append(r)
                 per_million = r["epoch_s"] / (r["interactions"] / 1e6)
                 print(f"{model + '/' + optimizer:18s} {r['interactions']:13,d} {r['users']:10,d} {r['items']:10,d} {r['epoch_s']:9.2f} {r['samples_per_s']:11,.0f} {per_million:9.2f} {r['peak_rss_mib']:13,.0f}", flush=True)
@@ -234,7 +256,7 @@ def main() -> None:
         print("\n# large catalogue: 1,000,000 users x 1,000,000 items, 2,000,000 interactions, BPR-MF, one epoch")
         # dense Adam steps every row of both 1M-row tables per batch: time 20 batches, not the epoch
         for optimizer, limit in (("sparse_adam", 0), ("adam", 20)):
-            r = run("bpr", 2_000_000, args.threads, optimizer, users=1_000_000, items=1_000_000, limit=limit, thp=args.thp)
+            r = run("bpr", 2_000_000, args.threads, optimizer, users=1_000_000, items=1_000_000, limit=limit, thp=args.thp, malloc=args.malloc)
             print(f"{optimizer:12s} {r['samples_per_s']:11,.0f} samples/s   peak RSS {r['peak_rss_mib']:,.0f} MiB" + ("   (first 20 batches)" if limit else "   (target: > 150,000)"), flush=True)
 
     # the headline, last: BPR-MF with the sparse optimiser, the setting meant for big catalogues,
@@ -244,8 +266,8 @@ def main() -> None:
         first, last = mine[0], mine[-1]
         per_million = [r["epoch_s"] / (r["interactions"] / 1e6) for r in (first, last)]
         label = f"{_size(last['interactions'])}/{_size(first['interactions'])}"
-        # the same transparent-huge-page setting as the package's rows, so the two stay side by side
-        floors = [run_floor(n, args.threads, thp=args.thp) for n in (args.sizes[0], args.sizes[-1])]
+        # the same huge-page and malloc settings as the package's rows, so the two stay side by side
+        floors = [run_floor(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (args.sizes[0], args.sizes[-1])]
         print(f"\n# memory floor (bare torch BPR step, plain SGD by index_add_, no sampling): "
               f"{floors[0]['s_per_million']:.2f} s per 1M at {_size(first['interactions'])}, {floors[1]['s_per_million']:.2f} at {_size(last['interactions'])}; "
               f"the package adds {per_million[0] - floors[0]['s_per_million']:.2f} and {per_million[1] - floors[1]['s_per_million']:.2f}")

@@ -33,6 +33,20 @@ def test_scaling_ends_with_the_per_million_cost_ratio(tmp_path):
     assert (tmp_path / "scaling.csv").exists() and (tmp_path / "scaling.png").exists()
 
 
+def test_scaling_children_get_the_malloc_and_huge_page_settings_asked_for(monkeypatch):
+    spec = importlib.util.spec_from_file_location("scaling", BENCH / "scaling.py")
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    fixed = scaling.allocator.environment()
+    # whatever this process inherited, each child gets exactly the settings of its run
+    for name, value in {**fixed, "THP_MEM_ALLOC_ENABLE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    adaptive = scaling.child_env(thp=False, malloc="adaptive")
+    assert not set(fixed) & set(adaptive) and "THP_MEM_ALLOC_ENABLE" not in adaptive
+    settled = scaling.child_env(thp=True, malloc="settled")
+    assert {k: settled[k] for k in fixed} == fixed and settled["THP_MEM_ALLOC_ENABLE"] == "1"
+
+
 def test_train_throughput_prints_the_ratio_per_side(tmp_path):
     out = run("train_throughput.py", "--interactions", "20000", "--users", "500", "--items", "300", "--rounds", "1", "--catalogue-sizes", tmp_path=tmp_path)
     for side in ("bare loop", "package", "package, negatives exclude positives"):
