@@ -17,7 +17,10 @@ first seed only and its choice is reused for the others.
 Trials are cached under ``<out>/trials`` by a key of (model config, data fingerprint, seed,
 trainer settings, code version): re-running an unchanged experiment reuses every result. Each row of
 ``results.csv`` names the trial folder it came from (``trial``); :func:`chosen_trial` and
-:func:`load_trained` read the record and the kept model back.
+:func:`load_trained` read the record and the kept model back. A searched trial keeps its weights
+(``best.ckpt``) only where some budget would choose it (the best of the study's first b trials, for
+some b): a study of 30 trials keeps a handful instead of 30, and the others keep their record and
+validation curve, which is all a re-run replays (``keep_checkpoints="all"`` keeps every one).
 
 With ``workers > 1`` (``--workers``, or ``CROSSREC_WORKERS``) the trials that do not depend on one
 another train in that many worker processes (see :mod:`crossrec_lit.trial_pool`); the results are
@@ -53,6 +56,7 @@ from crossrec_lit.search import (
     PruneOnValidation,
     SearchSpace,
     best_trial,
+    choosable_trials,
     default_storage,
     open_storage,
     quiet_optuna,
@@ -246,6 +250,7 @@ class Runner:
         trials: int | None = None,
         heartbeat: int | None = 60,
         run_tag: str = "",
+        keep_checkpoints: str = "choosable",
     ):
         self.exp = exp
         self.out = Path(out).resolve()
@@ -254,6 +259,7 @@ class Runner:
         self.storage_url = storage or default_storage(self.out)
         self.trials = trials  # overrides every search's budget (not grids)
         self.heartbeat = heartbeat
+        self.keep_checkpoints = _checked_keep(keep_checkpoints)
         # studies are reused like trials; without the cache a run starts studies of its own
         self.run_tag = run_tag if cache else (run_tag or f"run{time.time_ns()}")
         self._storage = None
@@ -276,7 +282,8 @@ class Runner:
 
     def options(self) -> dict:
         """What another process needs to build an equivalent Runner (see trial_pool)."""
-        return {"cache": self.cache, "storage": self.storage_url, "trials": self.trials, "heartbeat": self.heartbeat, "run_tag": self.run_tag}
+        return {"cache": self.cache, "storage": self.storage_url, "trials": self.trials, "heartbeat": self.heartbeat, "run_tag": self.run_tag,
+                "keep_checkpoints": self.keep_checkpoints}
 
     def monitor(self, spec: ModelSpec) -> tuple[str, str]:
         """The metric that chooses, prunes and early-stops ``spec``'s trials, and its direction."""
@@ -405,9 +412,7 @@ class Runner:
         started = time.perf_counter()
 
         def objective(trial) -> float:
-            record = self.trial(spec, space.suggest(trial), seed, optuna_trial=trial)
-            trial.set_user_attr("trial", record["key"])
-            return record["best_score"]
+            return self.trial(spec, space.suggest(trial), seed, optuna_trial=trial)["best_score"]
 
         def said(frozen) -> None:
             state = frozen.state.name.lower()
@@ -416,6 +421,8 @@ class Runner:
 
         finished = run_study(study, objective, budget, on_trial=said if self.progress else None)
         chosen = best_trial(space, finished, self.monitor(spec)[1])
+        if self.keep_checkpoints == "choosable" and not space.is_grid:
+            self._drop_unchoosable(spec, space, finished)
         self._studies[(spec.name, seed)] = {
             "study": name,
             "trials": sum(t.state.name == "COMPLETE" for t in finished),
@@ -424,6 +431,17 @@ class Runner:
         # the record behind the choice: from the trial cache, or trained here when another
         # process (another machine) trained it for the shared study
         return self.trial(spec, space.hp_of(chosen), seed)
+
+    def _drop_unchoosable(self, spec: ModelSpec, space: SearchSpace, finished: list) -> None:
+        """Delete the weights of the complete trials that no budget of this study would choose.
+        Every process sharing the study deletes the same set, in its own ``out``; a trial another
+        process trained is not in this one's folder. Why: the case study's 30-trial searches left
+        about 20 GB of checkpoints per block of seeds, nearly all of them never read again."""
+        keep = choosable_trials(space, finished, self.monitor(spec)[1])
+        for frozen in finished:
+            key = frozen.user_attrs.get("trial")
+            if frozen.state.name == "COMPLETE" and frozen.number not in keep and key:
+                (self.out / "trials" / _slug(spec.name) / key / "best.ckpt").unlink(missing_ok=True)
 
     # .................................................................. one trial
     def trial(self, spec: ModelSpec, hp: dict, seed: int, *, optuna_trial=None) -> dict:
@@ -448,14 +466,17 @@ class Runner:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         tdir = self.out / "trials" / _slug(spec.name) / key
         record_path = tdir / "trial.json"
+        if optuna_trial is not None:
+            optuna_trial.set_user_attr("trial", key)  # pruned trials too: the study's folders, by trial number
         if (self.cache or key in self._fresh) and record_path.exists():
             record = json.loads(record_path.read_text())
             pruned, kept = bool(record.get("pruned")), (tdir / "best.ckpt").exists()
             if optuna_trial is None:
                 if kept and not pruned:
                     return record
-            # a cached trial tells the study what its fit told it, so the study decides as before
-            elif (kept or pruned) and replay(optuna_trial, record.get("curve", []), pruned):
+            # a cached trial tells the study what its fit told it, so the study decides as before;
+            # its curve is all it needs (weights dropped as unchoosable are retrained if ever chosen)
+            elif (kept or pruned or "curve" in record) and replay(optuna_trial, record.get("curve", []), pruned):
                 return record
             # a pruned trial asked for in full (the pruner now lets it on, or outside a study): train it
         for stale in ("test.json", "test_per_user.csv.gz"):  # tested weights that are about to be replaced
@@ -482,6 +503,8 @@ class Runner:
             }
             atomic_write_text(record_path, json.dumps(record, indent=2))
             self._fresh.add(key)
+            if self.keep_checkpoints == "choosable":  # a pruned trial is never chosen
+                (tdir / "best.ckpt").unlink(missing_ok=True)
             raise
         fit_seconds = time.perf_counter() - started
         ckpt = trainer.checkpoint_callback
@@ -657,6 +680,7 @@ def run_experiment(
     trials: int | None = None,
     heartbeat: int | None = 60,
     first_seed: int = 0,
+    keep_checkpoints: str = "choosable",
 ) -> pd.DataFrame:
     """Run an experiment; returns the tidy results table (also written to ``out``).
 
@@ -674,7 +698,11 @@ def run_experiment(
     where its checkpoint is missing, with the same result). ``trials``: every search's budget,
     overriding the config's (grids keep their points). ``heartbeat``: seconds between a running
     trial's heartbeats; a trial silent for twice that is failed and queued again (None: off).
+    ``keep_checkpoints``: ``"choosable"`` keeps a searched trial's weights only where some budget
+    would choose it (a re-run with any budget replays the others from their recorded curves);
+    ``"all"`` keeps every trial's ``best.ckpt``, e.g. to study the unchosen ones.
     """
+    keep_checkpoints = _checked_keep(keep_checkpoints)
     exp = config if isinstance(config, Experiment) else load_experiment(config, smoke=smoke)
     if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
         raise CrossRecError(f"first seed must be a whole number >= 0, got {first_seed!r}", "use 0 (the default) or e.g. 5 for a second block of 5 seeds")
@@ -697,8 +725,18 @@ def run_experiment(
         raise CrossRecError(f"heartbeat must be a whole number of seconds >= 1, got {heartbeat!r}", "use e.g. 60, or None for no heartbeat")
     with warnings.catch_warnings():
         filter_known_warnings()
-        runner = Runner(exp, out, cache=cache, progress=progress, storage=storage, trials=trials, heartbeat=heartbeat)
+        runner = Runner(exp, out, cache=cache, progress=progress, storage=storage, trials=trials, heartbeat=heartbeat, keep_checkpoints=keep_checkpoints)
         return runner.run(seed_list, workers=workers)
+
+
+KEEP_CHECKPOINTS = ("choosable", "all")
+
+
+def _checked_keep(value) -> str:
+    if value not in KEEP_CHECKPOINTS:
+        raise CrossRecError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {value!r}",
+                            "use 'choosable' (the default: weights of trials some budget would choose) or 'all'")
+    return value
 
 
 RESULT_COLUMNS = ["model", "protocol", "split", "metric", "k", "seed", "value", "params", "trial"]
@@ -788,6 +826,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=None, help="budget of every model's search (default: the config's trials; grids keep their points)")
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL of the Optuna storage shared by processes (default: sqlite:///<out>/studies.db)")
     parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a trial's heartbeats; a trial silent for twice that is retried (default 60)")
+    parser.add_argument("--keep-checkpoints", choices=KEEP_CHECKPOINTS, default="choosable",
+                        help="searched trials' weights: only where some budget would choose them (default), or all")
     parser.add_argument("--pair", default=None, metavar="SOURCE:TARGET", help="run the config on another directed pair of stores, e.g. Sports:Toys")
     parser.add_argument("--models", default=None, help="comma-separated names of the config's models to run (default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -808,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
         run_experiment(
             config, args.seeds, args.out, cache=not args.no_cache, progress=not args.quiet,
             workers=args.workers, storage=args.storage, trials=args.trials, heartbeat=args.heartbeat,
-            first_seed=args.first_seed,
+            first_seed=args.first_seed, keep_checkpoints=args.keep_checkpoints,
         )
     except CrossRecError as exc:
         print(f"crossrec experiment: error: {exc}", file=sys.stderr)

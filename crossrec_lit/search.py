@@ -321,6 +321,18 @@ def best_trial(space: SearchSpace, trials: list[optuna.trial.FrozenTrial], mode:
     return min(complete, key=lambda t: (sign * t.value, space.order(t)))
 
 
+def choosable_trials(space: SearchSpace, trials: list[optuna.trial.FrozenTrial], mode: str) -> set[int]:
+    """Numbers of the trials that :func:`best_trial` picks for some budget: a run with budget b
+    chooses among the study's first b trials (see :func:`run_study`), so these are the best of every
+    prefix of the trials in number order. Every other complete trial can never be a study's choice."""
+    ordered = sorted(trials, key=lambda t: t.number)
+    chosen: set[int] = set()
+    for end in range(1, len(ordered) + 1):
+        if any(t.state == TrialState.COMPLETE for t in ordered[:end]):
+            chosen.add(best_trial(space, ordered[:end], mode).number)
+    return chosen
+
+
 # ---------------------------------------------------------------------------------------------
 # pruning inside a Lightning fit
 # ---------------------------------------------------------------------------------------------

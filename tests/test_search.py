@@ -12,7 +12,7 @@ import yaml
 
 from crossrec_lit import CrossRecError
 from crossrec_lit.experiment import Runner, load_experiment, run_experiment
-from crossrec_lit.search import SearchSpace, split_hp
+from crossrec_lit.search import SearchSpace, choosable_trials, split_hp
 
 BASE = {
     "name": "search test",
@@ -164,6 +164,43 @@ def test_a_smaller_budget_chooses_among_its_own_first_trials(searched, tmp_path)
     assert fit["search_trials"] + fit["search_pruned"] == 3
 
 
+def test_choosable_trials_are_the_best_of_every_prefix():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    space = SearchSpace("m", {"lr": {"low": 1e-3, "high": 1.0}})
+    scores = [0.2, None, 0.1, 0.5, 0.5, 0.3, 0.7, 0.6]  # None: pruned
+    trials = []
+    for number, value in enumerate(scores):
+        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
+        frozen = create_trial(state=state, value=value, params={"lr": 0.01 * (number + 1)}, distributions={"lr": FloatDistribution(1e-3, 1.0)})
+        frozen.number = number
+        trials.append(frozen)
+    # budgets 1-3 choose trial 0, 4-5 trial 3 (the first of the tie), 6 trial 3, 7-8 trial 6
+    assert choosable_trials(space, trials, "max") == {0, 3, 6}
+    assert choosable_trials(space, trials, "min") == {0, 2}
+    assert choosable_trials(space, trials[1:2], "max") == set()  # nothing complete: nothing to keep
+
+
+@pytest.mark.slow
+def test_only_trials_some_budget_would_choose_keep_their_weights(searched, tmp_path):
+    _, out, results = searched
+    folders = {t.number: out / "trials" / "BPR-MF" / t.user_attrs["trial"] for t in studies(out, "BPR-MF")}
+    assert all((f / "trial.json").is_file() for f in folders.values())  # pruned trials are named too
+    keep = choosable_trials(SearchSpace("BPR-MF", BASE["models"][1]["search"]), studies(out, "BPR-MF"), "max")
+    assert {n for n, f in folders.items() if (f / "best.ckpt").is_file()} == keep
+    # the tested trials load back, the search's choice included
+    for row in results[(results["split"] == "test") & (results["model"] == "BPR-MF")].itertuples():
+        assert (out / row.trial / "best.ckpt").is_file()
+    # every trial keeps its weights when asked, and a bad value says what is allowed
+    everything = run_experiment(write_config(tmp_path), 1, tmp_path / "all", progress=False, keep_checkpoints="all")
+    assert len(list((tmp_path / "all" / "trials" / "BPR-MF").glob("*/best.ckpt"))) == len(studies(tmp_path / "all", "BPR-MF"))
+    test = lambda r: r[(r["split"] == "test") & (r["seed"] == 0)].drop(columns="trial").reset_index(drop=True)  # noqa: E731
+    assert test(everything).equals(test(results))
+    with pytest.raises(CrossRecError, match="keep_checkpoints must be one of choosable, all"):
+        run_experiment(write_config(tmp_path), 1, tmp_path / "bad", progress=False, keep_checkpoints="some")
+
+
 @pytest.mark.slow
 def test_the_test_split_is_not_read_before_the_choice(tmp_path, monkeypatch):
     """Every model is searched (or trained) and chosen on validation; the test part is read only
@@ -214,6 +251,9 @@ def test_hopeless_trials_are_pruned(tmp_path):
     assert all(len(t.intermediate_values) < 6 for t in pruned)
     fit = results[(results["split"] == "fit") & (results["model"] == "BPR-MF")].set_index("metric")["value"]
     assert fit["search_pruned"] == len(pruned)
+    # a pruned trial is never chosen: its record and curve stay, its weights do not
+    folders = [tmp_path / "o" / "trials" / "BPR-MF" / t.user_attrs["trial"] for t in pruned]
+    assert all((f / "trial.json").is_file() and not (f / "best.ckpt").exists() for f in folders)
     # a pruned trial is cached like any other: the same run again trains nothing new
     count = len(list((tmp_path / "o" / "trials").rglob("trial.json")))
     again = run_experiment(config, 1, tmp_path / "o", progress=False, storage=f"sqlite:///{tmp_path / 'other.db'}")
