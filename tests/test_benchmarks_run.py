@@ -30,6 +30,8 @@ def test_scaling_ends_with_the_per_million_cost_ratio(tmp_path):
     assert re.fullmatch(r"per-million cost ratio 0\.0\d+M/0\.00\dM: \d+\.\d\d", out.strip().splitlines()[-1]), out
     # the machine's own growth over the same sizes, measured in the same run, just before it
     assert re.fullmatch(r"bare-loop floor per-million cost ratio 0\.0\d+M/0\.00\dM: \d+\.\d\d", out.strip().splitlines()[-2]), out
+    # and what the package adds over that floor, where it adds anything at the smallest size
+    assert any(re.fullmatch(r"package's added per-million cost ratio 0\.0\d+M/0\.00\dM: -?\d+\.\d\d", line) for line in out.splitlines()[-3:]), out
     assert (tmp_path / "scaling.csv").exists() and (tmp_path / "scaling.png").exists()
 
 
