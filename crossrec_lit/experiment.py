@@ -38,7 +38,7 @@ import re
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -681,6 +681,7 @@ def run_experiment(
     heartbeat: int | None = 60,
     first_seed: int = 0,
     keep_checkpoints: str = "choosable",
+    num_threads: int | None = None,
 ) -> pd.DataFrame:
     """Run an experiment; returns the tidy results table (also written to ``out``).
 
@@ -701,9 +702,17 @@ def run_experiment(
     ``keep_checkpoints``: ``"choosable"`` keeps a searched trial's weights only where some budget
     would choose it (a re-run with any budget replays the others from their recorded curves);
     ``"all"`` keeps every trial's ``best.ckpt``, e.g. to study the unchosen ones.
+    ``num_threads``: torch threads of every process, in place of the config's ``num_threads`` (a
+    chapter's own ``num_threads`` parameter reaches its experiments through this; None: the config's,
+    else ``CROSSREC_NUM_THREADS``). Trials are cached without it: threads change only the order of
+    floating-point sums, whose effect on a trained number the book's regression bands measure.
     """
     keep_checkpoints = _checked_keep(keep_checkpoints)
     exp = config if isinstance(config, Experiment) else load_experiment(config, smoke=smoke)
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise CrossRecError(f"num_threads must be a whole number >= 1, got {num_threads!r}", "use e.g. 1 (one thread per worker process) or None for the config's")
+        exp = replace(exp, num_threads=num_threads)
     if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
         raise CrossRecError(f"first seed must be a whole number >= 0, got {first_seed!r}", "use 0 (the default) or e.g. 5 for a second block of 5 seeds")
     if seeds is None:
@@ -826,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=None, help="budget of every model's search (default: the config's trials; grids keep their points)")
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL of the Optuna storage shared by processes (default: sqlite:///<out>/studies.db)")
     parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a trial's heartbeats; a trial silent for twice that is retried (default 60)")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch threads per process, in place of the config's num_threads")
     parser.add_argument("--keep-checkpoints", choices=KEEP_CHECKPOINTS, default="choosable",
                         help="searched trials' weights: only where some budget would choose them (default), or all")
     parser.add_argument("--pair", default=None, metavar="SOURCE:TARGET", help="run the config on another directed pair of stores, e.g. Sports:Toys")
@@ -848,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
         run_experiment(
             config, args.seeds, args.out, cache=not args.no_cache, progress=not args.quiet,
             workers=args.workers, storage=args.storage, trials=args.trials, heartbeat=args.heartbeat,
-            first_seed=args.first_seed, keep_checkpoints=args.keep_checkpoints,
+            first_seed=args.first_seed, keep_checkpoints=args.keep_checkpoints, num_threads=args.num_threads,
         )
     except CrossRecError as exc:
         print(f"crossrec experiment: error: {exc}", file=sys.stderr)

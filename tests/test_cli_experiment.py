@@ -83,6 +83,29 @@ def test_first_seed_runs_a_later_block_of_seeds(tmp_path):
         run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 2, tmp_path, smoke=True, progress=False, first_seed=-1)
 
 
+def test_num_threads_overrides_the_configs_in_every_process(tmp_path, monkeypatch):
+    """A chapter's num_threads parameter reaches its experiments' trials: the config pins one
+    thread, the argument says two, and the runner (and each worker it starts) sets two."""
+    import crossrec_lit.experiment as experiment
+
+    assert load_experiment(CONFIGS / "synthetic_mf_experiment.yaml", smoke=True).num_threads == 1
+    seen = []
+    monkeypatch.setattr(experiment, "set_num_threads", lambda n: seen.append(n))
+    runner_threads = []
+    real_run = experiment.Runner.run
+
+    def spy(self, seeds, workers=1):
+        runner_threads.append(self.num_threads())
+        return real_run(self, seeds, workers=workers)
+
+    monkeypatch.setattr(experiment.Runner, "run", spy)
+    run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 1, tmp_path, smoke=True, progress=False, num_threads=2)
+    assert runner_threads == [2] and seen and set(seen) == {2}
+    for bad in (0, 1.5, True):
+        with pytest.raises(CrossRecError, match="num_threads must be a whole number >= 1"):
+            run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 1, tmp_path, smoke=True, progress=False, num_threads=bad)
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
