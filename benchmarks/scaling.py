@@ -268,12 +268,12 @@ def main() -> None:
         label = f"{_size(last['interactions'])}/{_size(first['interactions'])}"
         # the same huge-page and malloc settings as the package's rows, so the two stay side by side
         floors = [run_floor(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (args.sizes[0], args.sizes[-1])]
-        print(f"\n# memory floor (bare torch BPR step, plain SGD by index_add_, no sampling): "
-              f"{floors[0]['s_per_million']:.2f} s per 1M at {_size(first['interactions'])}, {floors[1]['s_per_million']:.2f} at {_size(last['interactions'])}; "
-              f"the package adds {per_million[0] - floors[0]['s_per_million']:.2f} and {per_million[1] - floors[1]['s_per_million']:.2f}")
         # what the package adds over the floor, per million interactions: the part of the cost that
         # its sampling, batching and Lightning's loop own, where the memory system's growth is not
-        added = [mine - floor["s_per_million"] for mine, floor in zip(per_million, floors)]
+        added = [cost - floor["s_per_million"] for cost, floor in zip(per_million, floors)]
+        print(f"\n# memory floor (bare torch BPR step, plain SGD by index_add_, no sampling): "
+              f"{floors[0]['s_per_million']:.2f} s per 1M at {_size(first['interactions'])}, {floors[1]['s_per_million']:.2f} at {_size(last['interactions'])}; "
+              f"the package adds {added[0]:.2f} and {added[1]:.2f}")
         if added[0] > 0:
             print(f"package's added per-million cost ratio {label}: {added[1] / added[0]:.2f}")
         print(f"bare-loop floor per-million cost ratio {label}: {floors[1]['s_per_million'] / floors[0]['s_per_million']:.2f}")

@@ -236,6 +236,10 @@ def _apply_smoke(raw: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- running
+# which trials keep their weights (best.ckpt): those some search budget would choose, or every one
+KEEP_CHECKPOINTS = ("choosable", "all")
+
+
 class Runner:
     """Executes an :class:`Experiment`; :func:`run_experiment` is the functional entry point."""
 
@@ -259,7 +263,10 @@ class Runner:
         self.storage_url = storage or default_storage(self.out)
         self.trials = trials  # overrides every search's budget (not grids)
         self.heartbeat = heartbeat
-        self.keep_checkpoints = _checked_keep(keep_checkpoints)
+        if keep_checkpoints not in KEEP_CHECKPOINTS:
+            raise CrossRecError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {keep_checkpoints!r}",
+                                "use 'choosable' (the default: weights of trials some budget would choose) or 'all'")
+        self.keep_checkpoints = keep_checkpoints
         # studies are reused like trials; without the cache a run starts studies of its own
         self.run_tag = run_tag if cache else (run_tag or f"run{time.time_ns()}")
         self._storage = None
@@ -441,7 +448,10 @@ class Runner:
         for frozen in finished:
             key = frozen.user_attrs.get("trial")
             if frozen.state.name == "COMPLETE" and frozen.number not in keep and key:
-                (self.out / "trials" / _slug(spec.name) / key / "best.ckpt").unlink(missing_ok=True)
+                (self._trial_dir(spec, key) / "best.ckpt").unlink(missing_ok=True)
+
+    def _trial_dir(self, spec: ModelSpec, key: str) -> Path:
+        return self.out / "trials" / _slug(spec.name) / key
 
     # .................................................................. one trial
     def trial(self, spec: ModelSpec, hp: dict, seed: int, *, optuna_trial=None) -> dict:
@@ -464,7 +474,7 @@ class Runner:
             "code": self.code(spec),
         }
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        tdir = self.out / "trials" / _slug(spec.name) / key
+        tdir = self._trial_dir(spec, key)
         record_path = tdir / "trial.json"
         if optuna_trial is not None:
             optuna_trial.set_user_attr("trial", key)  # pruned trials too: the study's folders, by trial number
@@ -707,7 +717,6 @@ def run_experiment(
     else ``CROSSREC_NUM_THREADS``). Trials are cached without it: threads change only the order of
     floating-point sums, whose effect on a trained number the book's regression bands measure.
     """
-    keep_checkpoints = _checked_keep(keep_checkpoints)
     exp = config if isinstance(config, Experiment) else load_experiment(config, smoke=smoke)
     if num_threads is not None:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
@@ -736,16 +745,6 @@ def run_experiment(
         filter_known_warnings()
         runner = Runner(exp, out, cache=cache, progress=progress, storage=storage, trials=trials, heartbeat=heartbeat, keep_checkpoints=keep_checkpoints)
         return runner.run(seed_list, workers=workers)
-
-
-KEEP_CHECKPOINTS = ("choosable", "all")
-
-
-def _checked_keep(value) -> str:
-    if value not in KEEP_CHECKPOINTS:
-        raise CrossRecError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {value!r}",
-                            "use 'choosable' (the default: weights of trials some budget would choose) or 'all'")
-    return value
 
 
 RESULT_COLUMNS = ["model", "protocol", "split", "metric", "k", "seed", "value", "params", "trial"]

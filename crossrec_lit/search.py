@@ -326,11 +326,8 @@ def choosable_trials(space: SearchSpace, trials: list[optuna.trial.FrozenTrial],
     chooses among the study's first b trials (see :func:`run_study`), so these are the best of every
     prefix of the trials in number order. Every other complete trial can never be a study's choice."""
     ordered = sorted(trials, key=lambda t: t.number)
-    chosen: set[int] = set()
-    for end in range(1, len(ordered) + 1):
-        if any(t.state == TrialState.COMPLETE for t in ordered[:end]):
-            chosen.add(best_trial(space, ordered[:end], mode).number)
-    return chosen
+    # the best of a prefix can change only where the prefix gains a complete trial
+    return {best_trial(space, ordered[:end], mode).number for end, t in enumerate(ordered, 1) if t.state == TrialState.COMPLETE}
 
 
 # ---------------------------------------------------------------------------------------------
