@@ -448,7 +448,17 @@ class Runner:
         for frozen in finished:
             key = frozen.user_attrs.get("trial")
             if frozen.state.name == "COMPLETE" and frozen.number not in keep and key:
-                (self._trial_dir(spec, key) / "best.ckpt").unlink(missing_ok=True)
+                self._drop_weights(self._trial_dir(spec, key))
+
+    def _drop_weights(self, tdir: Path) -> None:
+        """Delete a trial's ``best.ckpt``; its ``trial.json`` stops naming it (a record names a
+        checkpoint only while the file is there) and keeps the curve a re-run replays."""
+        record_path = tdir / "trial.json"
+        if record_path.exists():
+            record = json.loads(record_path.read_text())
+            if record.pop("checkpoint", None) is not None:
+                atomic_write_text(record_path, json.dumps(record, indent=2))
+        (tdir / "best.ckpt").unlink(missing_ok=True)
 
     def _trial_dir(self, spec: ModelSpec, key: str) -> Path:
         return self.out / "trials" / _slug(spec.name) / key
@@ -509,12 +519,14 @@ class Runner:
                 "key": key, "model": spec.name, "class_path": spec.class_path, "hp": hp, "seed": seed, "pruned": True,
                 "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
                 "epochs_run": int(trainer.current_epoch), "fit_seconds": time.perf_counter() - started,
-                "curve": pruning.curve, "checkpoint": str((tdir / "best.ckpt").relative_to(self.out)),
+                "curve": pruning.curve,
             }
+            if self.keep_checkpoints == "all":
+                record["checkpoint"] = str((tdir / "best.ckpt").relative_to(self.out))
+            else:  # a pruned trial is never chosen
+                (tdir / "best.ckpt").unlink(missing_ok=True)
             atomic_write_text(record_path, json.dumps(record, indent=2))
             self._fresh.add(key)
-            if self.keep_checkpoints == "choosable":  # a pruned trial is never chosen
-                (tdir / "best.ckpt").unlink(missing_ok=True)
             raise
         fit_seconds = time.perf_counter() - started
         ckpt = trainer.checkpoint_callback

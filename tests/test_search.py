@@ -189,6 +189,8 @@ def test_only_trials_some_budget_would_choose_keep_their_weights(searched, tmp_p
     assert all((f / "trial.json").is_file() for f in folders.values())  # pruned trials are named too
     keep = choosable_trials(SearchSpace("BPR-MF", BASE["models"][1]["search"]), studies(out, "BPR-MF"), "max")
     assert {n for n, f in folders.items() if (f / "best.ckpt").is_file()} == keep
+    # a record names a checkpoint only while the file is there
+    assert {n for n, f in folders.items() if "checkpoint" in json.loads((f / "trial.json").read_text())} == keep
     # the tested trials load back, the search's choice included
     for row in results[(results["split"] == "test") & (results["model"] == "BPR-MF")].itertuples():
         assert (out / row.trial / "best.ckpt").is_file()
@@ -254,6 +256,7 @@ def test_hopeless_trials_are_pruned(tmp_path):
     # a pruned trial is never chosen: its record and curve stay, its weights do not
     folders = [tmp_path / "o" / "trials" / "BPR-MF" / t.user_attrs["trial"] for t in pruned]
     assert all((f / "trial.json").is_file() and not (f / "best.ckpt").exists() for f in folders)
+    assert not any("checkpoint" in json.loads((f / "trial.json").read_text()) for f in folders)
     # a pruned trial is cached like any other: the same run again trains nothing new
     count = len(list((tmp_path / "o" / "trials").rglob("trial.json")))
     again = run_experiment(config, 1, tmp_path / "o", progress=False, storage=f"sqlite:///{tmp_path / 'other.db'}")
