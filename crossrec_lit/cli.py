@@ -42,6 +42,14 @@ def main(args: list[str] | None = None) -> int:
         from crossrec_lit.experiment import main as experiment_main
 
         return experiment_main(argv[1:])
+    experiment_config = next((path for path in _config_paths(argv) if _is_experiment_config(path)), None)
+    if experiment_config is not None:
+        print(
+            f"crossrec: error: {experiment_config} is an experiment config (a models: list), not one for `crossrec fit`, `validate` or `test`. "
+            f"Fix: run it with `crossrec experiment --config {experiment_config} --seeds 3 --out runs/<name>`, or give fit one model: (see configs/mf_synthetic.yaml).",
+            file=sys.stderr,
+        )
+        return 2
     try:
         CrossRecCLI(
             RecommenderModule,
@@ -61,6 +69,31 @@ def main(args: list[str] | None = None) -> int:
         print(f"crossrec: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _config_paths(argv: list[str]) -> list[str]:
+    """The files named by ``--config``/``-c`` (both spellings of LightningCLI's option)."""
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def _is_experiment_config(path: str) -> bool:
+    """Whether ``path`` holds the runner's layout; unreadable files are left to LightningCLI's own
+    messages. Why ask: jsonargparse reads such a file key by key and fails on whichever argument
+    it reaches first (e.g. ``seed: ${seed}``), which does not say the command is the wrong one."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and isinstance(raw.get("models"), list) and "model" not in raw
 
 
 def one_line(exc: BaseException) -> str:

@@ -130,6 +130,9 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
     """Read and validate an experiment YAML (``smoke`` merges its ``smoke:`` section over it)."""
     raw = load_yaml(path)
     unknown = sorted(set(raw) - EXPERIMENT_KEYS)
+    if unknown and "model" in unknown and "models" not in raw:
+        # the single-model layout of LightningCLI's configs (configs/mf_synthetic.yaml)
+        raise CrossRecError(f"{path} is a `crossrec fit` config (one model:, no models: list)", f"run it with `crossrec fit --config {path}`, or write an experiment: data: plus models: [{{name: ..., class_path: ...}}] (see configs/toys_mf.yaml)")
     if unknown:
         raise CrossRecError(f"{path}: unknown key(s) {unknown}", f"use only {sorted(EXPERIMENT_KEYS)}")
     if smoke:
@@ -139,6 +142,7 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
     for key in ("data", "models"):
         if key not in raw:
             raise CrossRecError(f"{path}: missing required key {key!r}", f"add a {key}: section (see configs/ for examples)")
+    _check_data(raw["data"], path)
     if not isinstance(raw["models"], list) or not raw["models"]:
         raise CrossRecError(f"{path}: models must be a non-empty list", "list at least one model with name and class_path")
     specs = [_model_spec(m, f"{path}: model #{i + 1}") for i, m in enumerate(raw["models"])]
@@ -173,6 +177,24 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
     if missing:
         raise CrossRecError(f"{path}: baselines {missing} are not among the models {names}", "name baselines exactly as in models")
     return exp
+
+
+def _check_data(data, path) -> None:
+    """The experiment's ``data:`` must build one of the package's DataModules: the runner asks it
+    for its fingerprint, its splits and the sizes it hands the models."""
+    from crossrec_lit.data import InteractionDataModule
+
+    fix = (
+        "write data: {class_path: crossrec_lit.data.CrossDomainDataModule (two stores) or "
+        "crossrec_lit.data.InteractionDataModule (one), init_args: {source: {class_path: "
+        "crossrec_lit.data.InteractionFile, init_args: {path: ...}}, ...}} (see configs/toys_mf.yaml)"
+    )
+    if not (isinstance(data, dict) and isinstance(data.get("class_path"), str)):
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise CrossRecError(f"{path}: data must name a DataModule under class_path, got {got}", fix)
+    cls = import_class(data["class_path"])
+    if not (isinstance(cls, type) and issubclass(cls, InteractionDataModule)):
+        raise CrossRecError(f"{path}: data's class_path {data['class_path']!r} is not one of the package's DataModules", fix)
 
 
 def with_pair(exp: Experiment, source: str, target: str) -> Experiment:

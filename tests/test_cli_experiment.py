@@ -43,6 +43,17 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert last.startswith("crossrec: error: unknown domain") and "Fix:" in last
 
 
+@pytest.mark.parametrize("option", [["--config"], ["-c"], []])
+def test_cli_fit_given_an_experiment_config_names_the_command_that_runs_it(capsys, option):
+    from crossrec_lit.cli import main
+
+    path = str(CONFIGS / "toys_mf.yaml")
+    args = ["fit", *option, path] if option else ["fit", f"--config={path}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"crossrec: error: {path} is an experiment config") and f"Fix: run it with `crossrec experiment --config {path}" in err
+
+
 def test_experiment_smoke_writes_results_summary_and_per_user(tmp_path):
     results = run_experiment(CONFIGS / "synthetic_mf_experiment.yaml", 2, tmp_path, smoke=True, progress=False)
     assert {"model", "protocol", "split", "metric", "k", "seed", "value"} <= set(results.columns)
@@ -113,6 +124,9 @@ def test_num_threads_overrides_the_configs_in_every_process(tmp_path, monkeypatc
         (lambda c: c["models"][0].update(class_path="crossrec_lit.models.Nope"), "cannot import"),
         (lambda c: c["models"][1].update(optimiser="adam"), "unknown key"),
         (lambda c: c.pop("data"), "missing required key 'data'"),
+        # the DataModule's arguments without the DataModule, or a data source in its place
+        (lambda c: c.update(data=c["data"]["init_args"]), r"data must name a DataModule under class_path, got \[.*'source'"),
+        (lambda c: c["data"].update(class_path="crossrec_lit.data.Synthetic"), "not one of the package's DataModules.*Fix: write data: {class_path: crossrec_lit.data.CrossDomainDataModule"),
         (lambda c: c.update(baselines=["Pop"]), "not among the models"),
     ],
 )
@@ -123,6 +137,11 @@ def test_bad_experiment_configs(tmp_path, mutate, message):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(CrossRecError, match=message):
         load_experiment(path)
+
+
+def test_a_fit_config_given_to_the_runner_says_which_command_takes_it():
+    with pytest.raises(CrossRecError, match=r"is a `crossrec fit` config.*Fix: run it with `crossrec fit --config"):
+        load_experiment(CONFIGS / "mf_synthetic.yaml")
 
 
 def test_unknown_model_argument_is_named(tmp_path):
