@@ -239,3 +239,51 @@ def test_file_identity_follows_content_not_time(tmp_path):
     assert InteractionFile(str(copy)).describe()["file"] == key
     copy.write_text("user,item\nu1,i1\nu2,i3\n")  # same size, one byte changed
     assert InteractionFile(str(copy)).describe()["file"] != key
+
+
+def _store_file(folder, name: str, text: str):
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_stores_reads_each_stores_own_file_as_one_table(tmp_path):
+    from crossrec_lit.data import InteractionFile, Stores
+
+    a = _store_file(tmp_path, "a.csv", "user,item\nu1,x\nu1,y\nu2,x\n")
+    b = _store_file(tmp_path, "b.csv", "user,item\nu1,p\nu3,q\n")
+    stores = Stores([InteractionFile(a, domain="A"), InteractionFile(b, domain="B")])
+    loaded = stores.load()
+    assert loaded.domains == ["A", "B"]
+    # each store's rows and per-customer order are those of its own file
+    for name, source in (("A", InteractionFile(a, domain="A")), ("B", InteractionFile(b, domain="B"))):
+        assert loaded.domain(name).frame.reset_index(drop=True).equals(source.load().frame)
+    # the identity (cache keys) follows either file's content
+    key = stores.describe()
+    _store_file(tmp_path, "b.csv", "user,item\nu1,p\nu3,r\n")
+    assert stores.describe() != key
+    # customers are matched across the files by their id
+    assert overlap_report(loaded, "A", "B").overlap_users == 1
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ((("a.csv", "user,item\nu1,x\n", "A"), ("b.csv", "user,item\nu2,y\n", "A")), r"store 'A' comes from both source #1 and source #2.*Fix: give each source its own store name"),
+        ((("a.csv", "user,item,ts\nu1,x,5\n", "A"), ("b.csv", "user,item\nu2,y\n", "B")), r"differ in their optional columns \(source #1 \(A\): \['timestamp'\]; source #2 \(B\): none\)"),
+    ],
+)
+def test_stores_refuses_sources_that_do_not_fit_together(tmp_path, files, message):
+    from crossrec_lit.data import InteractionFile, Stores
+
+    sources = [InteractionFile(_store_file(tmp_path, name, text), domain=domain, timestamp_col="ts" if "ts" in text else None) for name, text, domain in files]
+    with pytest.raises(CrossRecError, match=message):
+        Stores(sources).load()
+
+
+@pytest.mark.parametrize("bad", [[], "a.csv", ["a.csv"]])
+def test_stores_needs_a_list_of_sources(bad):
+    from crossrec_lit.data import Stores
+
+    with pytest.raises(CrossRecError, match=r"Stores needs a non-empty list of data sources.*Fix: pass e.g. \[InteractionFile"):
+        Stores(bad)

@@ -1,6 +1,6 @@
 """Data layer: loading, validation, preprocessing, splitting, sampling and DataModules."""
 
-from crossrec_lit.data.catalog import AmazonP5, AmazonReviews, DataSource, InteractionFile, Synthetic, TableSource
+from crossrec_lit.data.catalog import AmazonP5, AmazonReviews, DataSource, InteractionFile, Stores, Synthetic, TableSource
 from crossrec_lit.data.datamodule import CrossDomainDataModule, InteractionDataModule
 from crossrec_lit.data.indexed import IndexedInteractions
 from crossrec_lit.data.interactions import InteractionTable, Vocab
@@ -22,6 +22,7 @@ __all__ = [
     "NegativeSampler",
     "OverlapReport",
     "SequenceBatches",
+    "Stores",
     "Synthetic",
     "TableSource",
     "TrainBatches",

@@ -186,6 +186,53 @@ class AmazonReviews(DataSource):
         return {"source": "AmazonReviews", "file": _file_identity(self.path), "domain": self.domain, "min_rating": self.min_rating}
 
 
+class Stores(DataSource):
+    """Several sources read as one data set: typically each store's own export file.
+
+    ``Stores([InteractionFile("a.csv", domain="A"), InteractionFile("b.csv", domain="B")])``, or in
+    a config ``source: {class_path: crossrec_lit.data.Stores, init_args: {sources: [...]}}``. Each
+    source brings its own stores (domains); a store may come from one source only, and the sources
+    must agree on the optional columns (ratings, timestamps, a given split), which a model reads for
+    every store alike.
+    """
+
+    def __init__(self, sources: Sequence[DataSource]):
+        sources = list(sources) if isinstance(sources, (list, tuple)) else sources
+        if not isinstance(sources, list) or not sources or not all(isinstance(s, DataSource) for s in sources):
+            raise CrossRecError(
+                f"Stores needs a non-empty list of data sources, got {sources!r}",
+                "pass e.g. [InteractionFile('a.csv', domain='A'), InteractionFile('b.csv', domain='B')]",
+            )
+        self.sources = sources
+
+    def load(self) -> InteractionTable:
+        tables = [source.load() for source in self.sources]
+        seen: dict[str, int] = {}
+        for number, table in enumerate(tables, 1):
+            for domain in table.domains:
+                if domain in seen:
+                    raise CrossRecError(
+                        f"store {domain!r} comes from both source #{seen[domain]} and source #{number} of Stores",
+                        "give each source its own store name (InteractionFile's domain=...), or merge the files first",
+                    )
+                seen[domain] = number
+        optional = [{c for c in ("rating", "timestamp", "split") if c in t.frame.columns} for t in tables]
+        if any(cols != optional[0] for cols in optional):
+            described = "; ".join(f"source #{n} ({', '.join(t.domains)}): {sorted(cols) or 'none'}" for n, (t, cols) in enumerate(zip(tables, optional), 1))
+            raise CrossRecError(
+                f"the sources of Stores differ in their optional columns ({described})",
+                "give every file the same columns (rating_col, timestamp_col), or leave the column out of all of them",
+            )
+        return InteractionTable.concat(tables)
+
+    def item_text(self) -> pd.DataFrame | None:
+        texts = [t for t in (source.item_text() for source in self.sources) if t is not None]
+        return pd.concat(texts, ignore_index=True) if texts else None
+
+    def describe(self) -> dict:
+        return {"source": "Stores", "sources": [source.describe() for source in self.sources]}
+
+
 class TableSource(DataSource):
     """An in-memory :class:`InteractionTable` (for Python users who built their own)."""
 
