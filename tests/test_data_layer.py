@@ -35,6 +35,17 @@ def test_ids_stay_strings_and_positions_follow_row_order():
     assert t.frame["position"].tolist() == [0, 1, 0]
 
 
+def test_iso_dates_are_times_too():
+    # a shop export with dates: read as Unix seconds (UTC), offsets applied, histories ordered by them
+    t = table([("u1", "late", "2020-01-02"), ("u1", "early", "2020-01-01T23:00:00-02:00"), ("u1", "first", "2019-12-31")], extra=["when"], timestamp_col="when", domain="D")
+    frame = t.frame.set_index("item")
+    assert frame.loc["late", "timestamp"] == 1577923200 and frame.loc["early", "timestamp"] == 1577926800
+    assert frame["position"].to_dict() == {"first": 0, "late": 1, "early": 2}
+    # pandas datetimes are taken as they are
+    dates = pd.DataFrame({"user": ["u1", "u1"], "item": ["b", "a"], "t": pd.to_datetime(["2020-01-02", "2020-01-01"])})
+    assert InteractionTable.from_frame(dates, timestamp_col="t", domain="D").frame["timestamp"].tolist() == [1577923200, 1577836800]
+
+
 def test_positions_follow_timestamps():
     t = table([("u", "a", 30), ("u", "b", 10), ("u", "c", 20)], domain="D", timestamp_col="ts", extra=["ts"])
     assert dict(zip(t.frame["item"], t.frame["position"])) == {"a": 2, "b": 0, "c": 1}

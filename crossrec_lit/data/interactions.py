@@ -234,7 +234,7 @@ def _validate(frame: pd.DataFrame) -> pd.DataFrame:
         if not np.isfinite(frame["rating"].to_numpy()).all():
             raise CrossRecError("ratings contain NaN or infinite values", "drop or impute those rows before building the table")
     if "timestamp" in frame.columns:
-        ts = _numeric(frame["timestamp"], "timestamp")
+        ts = _timestamps(frame["timestamp"])
         if ts.isna().any() or not np.isfinite(ts.to_numpy(dtype=np.float64)).all():
             raise CrossRecError("timestamps contain missing or infinite values", "drop those rows or leave out timestamp_col")
         frame["timestamp"] = ts.astype(np.int64)
@@ -263,6 +263,31 @@ def _numeric(series: pd.Series, name: str) -> pd.Series:
     except (TypeError, ValueError):
         bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()].head(3).tolist()
         raise CrossRecError(f"column {name!r} is not numeric (e.g. {bad})", f"convert {name} to numbers or drop those rows") from None
+
+
+def _timestamps(series: pd.Series) -> pd.Series:
+    """Times as numbers (as given: Unix seconds, or any increasing count), else dates.
+
+    Shop exports often write dates (``2020-01-31``, ``2020-01-31T12:00:00+02:00``); those become
+    Unix seconds (UTC). Only ISO 8601 is read as a date: ``01/02/2020`` is January or February
+    depending on the country, and a guess would reorder customers' histories without a word.
+    """
+    if pd.api.types.is_datetime64_any_dtype(series):
+        dates = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
+        return pd.Series((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), index=series.index)
+    numbers = pd.to_numeric(series, errors="coerce")
+    given = series.notna()
+    if not (numbers.isna() & given).any():
+        return numbers
+    try:
+        dates = pd.to_datetime(series, utc=True, format="ISO8601")
+    except (TypeError, ValueError):
+        bad = series[numbers.isna() & given].head(3).tolist()
+        raise CrossRecError(
+            f"column 'timestamp' holds neither numbers nor ISO 8601 dates throughout (e.g. {bad})",
+            "write times as Unix seconds or as ISO 8601 dates (2020-01-31, 2020-01-31T12:00:00), the same form in every row, or drop those rows",
+        ) from None
+    return pd.Series((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), index=series.index)
 
 
 def _positions(frame: pd.DataFrame) -> np.ndarray:
