@@ -143,6 +143,7 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
         if key not in raw:
             raise CrossRecError(f"{path}: missing required key {key!r}", f"add a {key}: section (see configs/ for examples)")
     _check_data(raw["data"], path)
+    raw.setdefault("protocol", _protocol_of_split((raw["data"].get("init_args") or {}).get("split", "leave_one_out")))
     if not isinstance(raw["models"], list) or not raw["models"]:
         raise CrossRecError(f"{path}: models must be a non-empty list", "list at least one model with name and class_path")
     specs = [_model_spec(m, f"{path}: model #{i + 1}") for i, m in enumerate(raw["models"])]
@@ -177,6 +178,21 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
     if missing:
         raise CrossRecError(f"{path}: baselines {missing} are not among the models {names}", "name baselines exactly as in models")
     return exp
+
+
+_PROTOCOLS = {
+    "leave_one_out": "P1-warm (leave-one-out)",
+    "ratio": "P1-warm (per-customer ratio split)",
+    "cold_start": "P2-cold-start customers",
+    "new_items": "P3-new items",
+    "file": "split read from file",
+}
+
+
+def _protocol_of_split(split: str) -> str:
+    """The table label of a config that names no ``protocol:``: what its DataModule's split tests
+    (a cold-start run labelled warm would be read as the wrong experiment)."""
+    return _PROTOCOLS.get(str(split), f"split {split}")
 
 
 def _check_data(data, path) -> None:

@@ -139,6 +139,20 @@ def test_bad_experiment_configs(tmp_path, mutate, message):
         load_experiment(path)
 
 
+@pytest.mark.parametrize("split, label", [("cold_start", "P2-cold-start customers"), ("leave_one_out", "P1-warm (leave-one-out)"), ("new_items", "P3-new items")])
+def test_a_config_without_protocol_is_labelled_by_its_split(tmp_path, split, label):
+    cfg = yaml.safe_load((CONFIGS / "synthetic_mf_experiment.yaml").read_text())
+    given = cfg.pop("protocol", None)
+    cfg["data"]["init_args"]["split"] = split
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert load_experiment(path).protocol == label
+    # a protocol the config names is kept as written
+    cfg["protocol"] = given or "my label"
+    path.write_text(yaml.safe_dump(cfg))
+    assert load_experiment(path).protocol == cfg["protocol"]
+
+
 def test_a_fit_config_given_to_the_runner_says_which_command_takes_it():
     with pytest.raises(CrossRecError, match=r"is a `crossrec fit` config.*Fix: run it with `crossrec fit --config"):
         load_experiment(CONFIGS / "mf_synthetic.yaml")
