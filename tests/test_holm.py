@@ -209,3 +209,21 @@ def test_verdict_agreement_pairs_two_blocks_of_seeds():
     assert out.loc["B", "verdict_second"] == "better"
     with pytest.raises(CrossRecError, match="lacks columns"):
         verdict_agreement(first.drop(columns="verdict"), second)
+
+
+# Strong and Pop are both baselines in the second table: the t-test over two seeds of this
+# constructed table meets nearly constant differences
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")
+def test_summary_says_what_beats_the_strongest_baseline():
+    per_user = _per_user()
+    summary = summary_markdown(_results(per_user), per_user, title="t", metrics=("ndcg@10",), baselines=("Pop",))
+    (line,) = [line for line in summary.splitlines() if line.startswith("**Against the strongest baseline on ndcg@10**, Pop (mean ")]
+    better, _, rest = line.partition("Better (Holm-adjusted Wilcoxon p < 0.05 and the difference's 95% interval on the better side of zero): ")[2].partition(". ")
+    assert better.startswith("Strong (+") and "Weak" not in better
+    # Weak wins before Holm only; Same and Clone tie with Pop
+    apart = rest.partition("Not told apart from it: ")[2].partition(". Worse")[0]
+    assert {part.split(" (")[0] for part in apart.split("; ")} == {"Weak", "Same", "Clone"}
+    assert line.endswith(").") and "Worse: Worse (-" in line
+    # with the winner among the baselines, nothing is better than it, and the sentence says so
+    top = summary_markdown(_results(per_user), per_user, title="t", metrics=("ndcg@10",), baselines=("Pop", "Strong"))
+    assert "**Against the strongest baseline on ndcg@10**, Strong (mean " in top and "No model is better than Strong on these data" in top

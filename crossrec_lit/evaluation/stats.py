@@ -185,7 +185,8 @@ def summary_markdown(
     :func:`paired_tests`). The tests table shows raw and adjusted p-values.
 
     In each protocol the *strongest* baseline (the named baseline with the best mean on the
-    first metric) is singled out, since beating a weak baseline proves little. For error metrics
+    first metric) is singled out, since beating a weak baseline proves little: a sentence under each
+    table names the models better than it, worse than it and not told apart from it. For error metrics
     (:func:`lower_is_better`) better means smaller: the marks and the strongest baseline follow.
     """
     seeds = sorted(results["seed"].unique().tolist())
@@ -232,6 +233,8 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
             t = tests[(tests["model"] == model) & (tests["baseline"] == strongest) & (tests["metric"] == metrics[0])] if not tests.empty else tests
             line += f" {t['mean_diff'].iloc[0]:+.4f} ({_p(t['p_holm'].iloc[0])}) |" if len(t) else " - |"
         lines.append(line)
+    if strongest and not tests.empty:
+        lines += ["", _against_strongest(agg, tests, strongest, metrics[0], alpha)]
     if not tests.empty:
         errors = [m for m in metrics if lower_is_better(m)]
         lines += [
@@ -253,6 +256,27 @@ def _protocol_section(protocol, results, per_user, metrics, baselines, alpha) ->
                 f"| {_p(r.p_wilcoxon)} | {_p(r.p_holm)} | {_p(r.p_ttest_seeds)} | {_p(r.p_holm_ttest)} |"
             )
     return lines + [""]
+
+
+def _against_strongest(agg: pd.DataFrame, tests: pd.DataFrame, strongest: str, metric: str, alpha: float) -> str:
+    """The table's answer in words: which models beat the strongest baseline on the first metric,
+    which lose to it and which the data cannot tell apart from it (the marks say the same per
+    baseline; this is the one comparison a decision rests on)."""
+    mean = agg[(agg["model"] == strongest) & (agg["name"] == metric)]["mean"]
+    rows = tests[(tests["baseline"] == strongest) & (tests["metric"] == metric)]
+    groups = {v: rows[rows["verdict"] == v] for v in ("better", "worse", "no significant difference")}
+
+    def named(frame: pd.DataFrame) -> str:
+        return "; ".join(f"{r.model} ({r.mean_diff:+.4f}, 95% CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}], p Holm {_p(r.p_holm)})" for r in frame.itertuples())
+
+    text = f"**Against the strongest baseline on {metric}**, {strongest}" + (f" (mean {mean.iloc[0]:.4f}). " if len(mean) else ". ")
+    criterion = f"Holm-adjusted Wilcoxon p < {alpha} and the difference's 95% interval on the better side of zero"
+    text += f"Better ({criterion}): {named(groups['better'])}. " if len(groups["better"]) else f"No model is better than {strongest} on these data ({criterion}). "
+    if len(groups["no significant difference"]):
+        text += f"Not told apart from it: {named(groups['no significant difference'])}. "
+    if len(groups["worse"]):
+        text += f"Worse: {named(groups['worse'])}."
+    return text.rstrip()
 
 
 def _family_size(tests: pd.DataFrame) -> str:
