@@ -41,7 +41,7 @@ def main(args: list[str] | None = None) -> int:
     if argv[:1] == ["experiment"]:
         from crossrec_lit.experiment import main as experiment_main
 
-        return experiment_main(argv[1:])
+        return experiment_main(argv[1:], prog="crossrec experiment")
     experiment_config = next((path for path in _config_paths(argv) if _is_experiment_config(path)), None)
     if experiment_config is not None:
         print(

@@ -872,8 +872,8 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crossrec_lit.experiment", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m crossrec_lit.experiment") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (FIRST..FIRST+N-1); default: the config's seeds")
     parser.add_argument("--first-seed", type=int, default=0, metavar="FIRST", help="first of the --seeds seeds (default 0; e.g. 5 repeats a 5-seed experiment on new seeds)")
