@@ -171,3 +171,28 @@ def test_missing_config_file_is_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "crossrec_lit.experiment", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("crossrec experiment: error: config file")
+
+
+def test_two_stores_in_two_files_through_a_config(tmp_path):
+    from crossrec_lit.config import instantiate
+    from crossrec_lit.data import Synthetic
+
+    table = Synthetic(n_users=300, n_items=[80, 60], domains=["A", "B"], overlap=0.6, seed=1).load().frame
+    sources = []
+    for store in ("A", "B"):
+        path = tmp_path / f"{store}.csv"
+        table[table["domain"] == store][["user", "item"]].to_csv(path, index=False)
+        sources.append({"class_path": "crossrec_lit.data.InteractionFile", "init_args": {"path": str(path), "domain": store}})
+    cfg = yaml.safe_load((CONFIGS / "synthetic_mf_experiment.yaml").read_text())
+    cfg["data"] = {
+        "class_path": "crossrec_lit.data.CrossDomainDataModule",
+        "init_args": {"source": {"class_path": "crossrec_lit.data.Stores", "init_args": {"sources": sources}}, "source_domain": "A", "target_domain": "B", "split": "cold_start"},
+    }
+    cfg.pop("protocol", None)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    exp = load_experiment(path)
+    assert exp.protocol == "P2-cold-start customers"
+    dm = instantiate(exp.data)
+    dm.setup("fit")
+    assert dm.overlap.overlap_users == table.groupby("user")["domain"].nunique().eq(2).sum()
