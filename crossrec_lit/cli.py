@@ -42,7 +42,12 @@ def main(args: list[str] | None = None) -> int:
         from crossrec_lit.experiment import main as experiment_main
 
         return experiment_main(argv[1:], prog="crossrec experiment")
-    experiment_config = next((path for path in _config_paths(argv) if _is_experiment_config(path)), None)
+    for checkpoint in _option_values(argv, "--ckpt_path"):
+        problem = _checkpoint_problem(checkpoint)
+        if problem:
+            print(f"crossrec: error: {problem}. Fix: pass the best.ckpt a fit wrote (its folder is under the trainer's default_root_dir), or best/last.", file=sys.stderr)
+            return 2
+    experiment_config = next((path for path in _option_values(argv, "--config", "-c") if _is_experiment_config(path)), None)
     if experiment_config is not None:
         print(
             f"crossrec: error: {experiment_config} is an experiment config (a models: list), not one for `crossrec fit`, `validate` or `test`. "
@@ -71,15 +76,32 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
-def _config_paths(argv: list[str]) -> list[str]:
-    """The files named by ``--config``/``-c`` (both spellings of LightningCLI's option)."""
-    paths = []
+def _option_values(argv: list[str], *names: str) -> list[str]:
+    """The values given to the options ``names`` (``--name value`` or ``--name=value``)."""
+    values = []
     for i, arg in enumerate(argv):
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            paths.append(argv[i + 1])
-        elif arg.startswith("--config="):
-            paths.append(arg.split("=", 1)[1])
-    return paths
+        if arg in names and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif any(arg.startswith(f"{name}=") for name in names if name.startswith("--")):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _checkpoint_problem(path: str) -> str | None:
+    """What is wrong with a ``--ckpt_path`` file, if anything. Why here: Lightning reports a missing
+    or damaged checkpoint with a traceback from deep inside ``torch.load`` after the data are read;
+    a checkpoint torch writes is a zip archive, so a file that is not one is not a checkpoint."""
+    import zipfile
+    from pathlib import Path
+
+    if path in ("best", "last", "hpc", "registry") or "://" in path:  # Lightning's own names and remote paths
+        return None
+    file = Path(path)
+    if not file.is_file():
+        return f"checkpoint {path} does not exist"
+    if not zipfile.is_zipfile(file):
+        return f"checkpoint {path} is unreadable (truncated, or not a checkpoint torch wrote)"
+    return None
 
 
 def _is_experiment_config(path: str) -> bool:

@@ -123,15 +123,21 @@ def _entry_point(env: Env, kind: str, fn: Callable[[], int]) -> Outcome:
     return Outcome(kind, lines[-1] if lines else "", rc, err)
 
 
-def cli(env: Env, config, *, path: Path | None = None) -> Outcome:
-    """``crossrec fit --config <config>`` in-process."""
+def cli(env: Env, config, *, path: Path | None = None, command: str = "fit", extra: tuple[str, ...] = ()) -> Outcome:
+    """``crossrec <command> --config <config> <extra>`` in-process."""
     from crossrec_lit.cli import main
 
     path = path or _write(env, config, "cli.yaml")
     env.monkeypatch.setattr(sys, "argv", ["crossrec"])  # as from a shell: no pytest arguments for LightningCLI to see
     # Lightning's CLI uses a jsonargparse API that jsonargparse deprecates: a library warning, not ours
     env.monkeypatch.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    return _entry_point(env, "cli", lambda: main(["fit", "--config", str(path)]))
+    return _entry_point(env, "cli", lambda: main([command, "--config", str(path), *extra]))
+
+
+def not_a_checkpoint(env: Env) -> str:
+    path = env.tmp / "best.ckpt"
+    path.write_bytes(b"not a zip archive")
+    return str(path)
 
 
 def experiment(env: Env, config, *, path: Path | None = None) -> Outcome:
@@ -413,6 +419,11 @@ CASES = [
     case(lambda e: cli(e, None, path=e.tmp / "missing.yaml"), r"File does not exist: .*missing\.yaml", "cli-missing-config"),
     case(lambda e: cli(e, cli_config(split="random")), r"unknown split 'random'", "cli-unknown-split"),
     case(lambda e: cli(e, with_model_args(cli_config(), lr=-1.0)), r"learning rate must be > 0", "cli-negative-lr"),
+    case(lambda e: cli(e, cli_config(), command="test", extra=("--ckpt_path", "no_such.ckpt")), r"checkpoint no_such\.ckpt does not exist", "cli-missing-checkpoint"),
+    case(lambda e: cli(e, cli_config(), command="test", extra=(f"--ckpt_path={not_a_checkpoint(e)}",)), r"checkpoint .*best\.ckpt is unreadable \(truncated, or not", "cli-corrupt-checkpoint"),
+    case(lambda e: cli(e, experiment_config()), r"cli\.yaml is an experiment config \(a models: list\), not one for `crossrec fit`", "cli-given-an-experiment-config"),
+    case(lambda e: experiment(e, cli_config()), r"experiment\.yaml is a `crossrec fit` config \(one model:, no models: list\)", "experiment-given-a-fit-config"),
+    case(lambda e: experiment(e, experiment_config(data=SYNTHETIC_SPEC)), r"data's class_path 'crossrec_lit\.data\.Synthetic' is not one of the package's DataModules", "experiment-data-source-for-datamodule"),
     case(lambda e: error_of(lambda: BPRMF.load_from_checkpoint(emcdr_checkpoint(e), weights_only=False)),
          r"checkpoint .* was saved by another model", "load-checkpoint-of-another-model"),
     case(load_corrupt_checkpoint, r"checkpoint .* is unreadable", "load-corrupt-checkpoint"),
