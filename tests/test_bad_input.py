@@ -334,6 +334,8 @@ CASES = [
          r"has no column\(s\) \['item'\]", "missing-column-in-file"),
     case(lambda e: error_of(lambda: InteractionTable(frame([("u", "i", "D", 3.5)], ("user", "item", "domain", "price")))),
          r"unexpected column\(s\) \['price'\]", "extra-column"),
+    case(lambda e: error_of(lambda: InteractionFile(csv_file(e, "user;item\nu1;i1\n"), domain="D").load()),
+         r"has no column\(s\) \['user', 'item'\] when split at ','; its header 'user;item' splits at ';'", "csv-with-semicolons"),
     case(lambda e: error_of(lambda: InteractionFile(csv_file(e, "user,item,stars\nu1,i1,5\nu1,i2,five\n"), rating_col="stars", domain="D").load()),
          r"column 'rating' is not numeric \(e\.g\. \['five'\]\)", "non-numeric-rating"),
     case(lambda e: error_of(lambda: InteractionFile(csv_file(e, "user,item,ts\nu1,i1,1600000000\nu1,i2,2020-01-01\n"), timestamp_col="ts", domain="D").load()),

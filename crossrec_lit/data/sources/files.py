@@ -149,7 +149,7 @@ def _read_delimited(path: Path, wanted: list[str], id_cols: list[str], sep: str 
         header = pd.read_csv(path, **{**kwargs, "nrows": 0}).columns
     except pd.errors.EmptyDataError:
         raise CrossRecError(f"{path} has no data (not even a header line)", "check the file") from None
-    _require_columns(path, wanted, header)
+    _require_columns(path, wanted, header, sep)
     kwargs["usecols"] = wanted
     kwargs["dtype"] = {**kwargs.get("dtype", {}), **{c: str for c in id_cols}}
     if "na_values" not in kwargs and "keep_default_na" not in kwargs:
@@ -202,11 +202,20 @@ def _ids_as_text(series: pd.Series) -> pd.Series:
     return series
 
 
-def _require_columns(path: Path, wanted: list[str], header) -> None:
+def _require_columns(path: Path, wanted: list[str], header, sep: str | None = None) -> None:
     header = [str(c) for c in header]
     missing = [c for c in wanted if c not in header]
-    if missing:
+    if not missing:
+        return
+    # one column whose name holds the wanted ones joined by another character: the separator is
+    # wrong (a .csv written with ';' by a spreadsheet set to a language with decimal commas)
+    other = next((c for c in (";", "\t", "|", ",") if c != sep and len(header) == 1 and all(w in header[0].split(c) for w in missing)), None)
+    if other is not None:
         raise CrossRecError(
-            f"{path} has no column(s) {missing}; its columns are {header}",
-            "name the right columns with user_col/item_col/rating_col/timestamp_col/domain_col",
+            f"{path} has no column(s) {missing} when split at {sep!r}; its header {header[0]!r} splits at {other!r}",
+            f"pass sep={other!r} (InteractionFile(..., sep={other!r}), or sep: {other!r} under init_args in a config)",
         )
+    raise CrossRecError(
+        f"{path} has no column(s) {missing}; its columns are {header}",
+        "name the right columns with user_col/item_col/rating_col/timestamp_col/domain_col",
+    )
