@@ -165,3 +165,20 @@ def test_drop_shared_users_leaves_two_separate_shops(tiny_source):
     assert len(dm.overlap_users()) == 0
     with pytest.raises(CrossRecError, match="set min_overlap=0"):
         CrossDomainDataModule(tiny_source, "A", "B", drop_shared_users=True)
+
+
+def test_eval_batches_stay_within_the_score_budget_for_huge_catalogues():
+    from crossrec_lit.data.sampling import MAX_BATCH_SCORES, EvalBatches
+
+    users = np.arange(1000)
+    rows = np.arange(1000)
+
+    def batches(n_items: int):
+        truth = sp.csr_matrix((np.ones(1000), (rows, rows % n_items)), shape=(1000, n_items))
+        return EvalBatches(users, truth, None, batch_size=512)
+
+    assert batches(10_000).batch_size == 512  # the book's catalogues keep the size asked for
+    huge = batches(2**21)
+    assert huge.batch_size == MAX_BATCH_SCORES // 2**21 == 64
+    seen = np.concatenate([b["users"].numpy() for b in huge])
+    assert len(huge) == 16 and np.array_equal(seen, users)  # every user once, in order

@@ -52,7 +52,8 @@ class InteractionDataModule(pl.LightningDataModule):
         batch_size: training interactions per batch.
         num_negatives: sampled negative items per positive (0 for rating models).
         exclude_positives: never sample a user's own training items as negatives.
-        eval_batch_size: users per evaluation batch.
+        eval_batch_size: users per evaluation batch (fewer where the catalogue passes 131,072 items: see
+            :class:`~crossrec_lit.data.sampling.EvalBatches`).
         seed: seeds the batch order and negatives, and the split where it is random.
         split_seed: seeds the split instead of ``seed`` (keep it fixed while ``seed`` varies, e.g.
             so that cold-start folds 0..4 partition the same users across runs).
