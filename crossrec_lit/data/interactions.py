@@ -273,8 +273,7 @@ def _timestamps(series: pd.Series) -> pd.Series:
     depending on the country, and a guess would reorder customers' histories without a word.
     """
     if pd.api.types.is_datetime64_any_dtype(series):
-        dates = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
-        return pd.Series((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), index=series.index)
+        return _unix_seconds(series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC"))
     numbers = pd.to_numeric(series, errors="coerce")
     given = series.notna()
     if not (numbers.isna() & given).any():
@@ -287,7 +286,12 @@ def _timestamps(series: pd.Series) -> pd.Series:
             f"column 'timestamp' holds neither numbers nor ISO 8601 dates throughout (e.g. {bad})",
             "write times as Unix seconds or as ISO 8601 dates (2020-01-31, 2020-01-31T12:00:00), the same form in every row, or drop those rows",
         ) from None
-    return pd.Series((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), index=series.index)
+    return _unix_seconds(dates)
+
+
+def _unix_seconds(dates: pd.Series) -> pd.Series:
+    """UTC datetimes as whole Unix seconds, on the same index."""
+    return pd.Series((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), index=dates.index)
 
 
 def _positions(frame: pd.DataFrame) -> np.ndarray:
