@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -142,8 +143,8 @@ def load_experiment(path: str | os.PathLike, *, smoke: bool = False) -> Experime
     for key in ("data", "models"):
         if key not in raw:
             raise CrossRecError(f"{path}: missing required key {key!r}", f"add a {key}: section (see configs/ for examples)")
-    _check_data(raw["data"], path)
-    raw.setdefault("protocol", _protocol_of_split((raw["data"].get("init_args") or {}).get("split", "leave_one_out")))
+    data_class = _check_data(raw["data"], path)
+    raw.setdefault("protocol", _protocol_of_split((raw["data"].get("init_args") or {}).get("split", _default_split(data_class))))
     if not isinstance(raw["models"], list) or not raw["models"]:
         raise CrossRecError(f"{path}: models must be a non-empty list", "list at least one model with name and class_path")
     specs = [_model_spec(m, f"{path}: model #{i + 1}") for i, m in enumerate(raw["models"])]
@@ -195,7 +196,20 @@ def _protocol_of_split(split: str) -> str:
     return _PROTOCOLS.get(str(split), f"split {split}")
 
 
-def _check_data(data, path) -> None:
+def _default_split(data_class: type) -> str:
+    """The split a DataModule uses when the config names none (read from its signature, so the
+    label follows the class rather than a copy of its default). A subclass that passes ``split``
+    on through ``**kwargs`` gets its parent's."""
+    defaults = (
+        inspect.signature(cls).parameters.get("split", inspect.Parameter("split", inspect.Parameter.KEYWORD_ONLY)).default
+        for cls in data_class.__mro__
+        if "__init__" in vars(cls)
+    )
+    # InteractionDataModule, always in the MRO (checked by _check_data), defines the default
+    return next(d for d in defaults if d is not inspect.Parameter.empty)
+
+
+def _check_data(data, path) -> type:
     """The experiment's ``data:`` must build one of the package's DataModules: the runner asks it
     for its fingerprint, its splits and the sizes it hands the models."""
     from crossrec_lit.data import InteractionDataModule
@@ -211,6 +225,7 @@ def _check_data(data, path) -> None:
     cls = import_class(data["class_path"])
     if not (isinstance(cls, type) and issubclass(cls, InteractionDataModule)):
         raise CrossRecError(f"{path}: data's class_path {data['class_path']!r} is not one of the package's DataModules", fix)
+    return cls
 
 
 def with_pair(exp: Experiment, source: str, target: str) -> Experiment:

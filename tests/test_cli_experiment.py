@@ -139,11 +139,14 @@ def test_bad_experiment_configs(tmp_path, mutate, message):
         load_experiment(path)
 
 
-@pytest.mark.parametrize("split, label", [("cold_start", "P2-cold-start customers"), ("leave_one_out", "P1-warm (leave-one-out)"), ("new_items", "P3-new items")])
+# None: the config names no split either, so the label follows the DataModule's default split
+@pytest.mark.parametrize("split, label", [("cold_start", "P2-cold-start customers"), ("leave_one_out", "P1-warm (leave-one-out)"), ("new_items", "P3-new items"), (None, "P1-warm (leave-one-out)")])
 def test_a_config_without_protocol_is_labelled_by_its_split(tmp_path, split, label):
     cfg = yaml.safe_load((CONFIGS / "synthetic_mf_experiment.yaml").read_text())
     given = cfg.pop("protocol", None)
-    cfg["data"]["init_args"]["split"] = split
+    cfg["data"]["init_args"].pop("split", None)
+    if split is not None:
+        cfg["data"]["init_args"]["split"] = split
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert load_experiment(path).protocol == label
