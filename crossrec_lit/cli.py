@@ -31,6 +31,15 @@ class CrossRecCLI(LightningCLI):
         # models and DataModules without these names
         parser.link_arguments("data.num_source_items", "model.init_args.num_source_items", apply_on="instantiate")
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # checked once parsed, so a ckpt_path written in a config file is covered as well as
+        # --ckpt_path, and before LightningCLI itself opens the file to read its hyperparameters
+        subcommand = self.config.get("subcommand")
+        problem = _checkpoint_problem(self.config[subcommand].get("ckpt_path") if subcommand else None)
+        if problem:
+            raise CrossRecError(problem, "pass the best.ckpt a fit wrote (its folder is under the trainer's default_root_dir), or best/last")
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         set_num_threads(config.get("num_threads") or threads_from_env())
@@ -42,11 +51,6 @@ def main(args: list[str] | None = None) -> int:
         from crossrec_lit.experiment import main as experiment_main
 
         return experiment_main(argv[1:], prog="crossrec experiment")
-    for checkpoint in _option_values(argv, "--ckpt_path"):
-        problem = _checkpoint_problem(checkpoint)
-        if problem:
-            print(f"crossrec: error: {problem}. Fix: pass the best.ckpt a fit wrote (its folder is under the trainer's default_root_dir), or best/last.", file=sys.stderr)
-            return 2
     experiment_config = next((path for path in _option_values(argv, "--config", "-c") if _is_experiment_config(path)), None)
     if experiment_config is not None:
         print(
@@ -87,14 +91,14 @@ def _option_values(argv: list[str], *names: str) -> list[str]:
     return values
 
 
-def _checkpoint_problem(path: str) -> str | None:
-    """What is wrong with a ``--ckpt_path`` file, if anything. Why here: Lightning reports a missing
+def _checkpoint_problem(path: str | None) -> str | None:
+    """What is wrong with a ``ckpt_path`` file, if anything. Why here: Lightning reports a missing
     or damaged checkpoint with a traceback from deep inside ``torch.load`` after the data are read;
     a checkpoint torch writes is a zip archive, so a file that is not one is not a checkpoint."""
     import zipfile
     from pathlib import Path
 
-    if path in ("best", "last", "hpc", "registry") or "://" in path:  # Lightning's own names and remote paths
+    if path is None or path in ("best", "last", "hpc", "registry") or "://" in path:  # Lightning's own names and remote paths
         return None
     file = Path(path)
     if not file.is_file():
