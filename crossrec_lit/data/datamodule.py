@@ -26,7 +26,7 @@ from crossrec_lit.data.catalog import DataSource
 from crossrec_lit.data.indexed import IndexedInteractions
 from crossrec_lit.data.interactions import InteractionTable
 from crossrec_lit.data.preprocess import OverlapReport, deduplicate, implicit_threshold, k_core, overlap_report, require_overlap
-from crossrec_lit.data.sampling import EvalBatches, TrainBatches
+from crossrec_lit.data.sampling import MAX_BATCH_SCORES, EvalBatches, TrainBatches
 from crossrec_lit.data.sequences import SequenceBatches, padded_sequences
 from crossrec_lit.data.split import cold_start_split, leave_one_out, load_split, new_item_split, ratio_split, save_split
 from crossrec_lit.errors import CrossRecError
@@ -335,22 +335,31 @@ class InteractionDataModule(pl.LightningDataModule):
         and, with ``with_text``, the item's ``text`` where the source has any. With
         ``exclude_seen`` every item the user has in this store is left out, held-out validation
         and test items included (what production wants); to look for hits on a test user's
-        held-out items, pass ``exclude_seen=False``.
+        held-out items, pass ``exclude_seen=False``. Users are scored in batches of at most
+        :data:`~crossrec_lit.data.sampling.MAX_BATCH_SCORES` scores, as in evaluation, so a whole
+        customer base fits in memory.
         """
         idx, d = self.index, self.eval_domain
         user_ids = [str(u) for u in ([user_ids] if isinstance(user_ids, str) else user_ids)]
-        users = torch.from_numpy(idx.user_vocab.encode(user_ids, what="user"))
-        exclude = None
-        if exclude_seen:
-            seen = idx.matrix(d, ("train", "valid", "test"))[users.numpy()].tocoo()
-            exclude = torch.from_numpy(np.stack([seen.row, seen.col]).astype(np.int64))
-        top, scores = model.recommend(users, k=k, exclude=exclude)
+        users = idx.user_vocab.encode(user_ids, what="user")
+        seen = idx.matrix(d, ("train", "valid", "test")) if exclude_seen else None
+        step = max(1, MAX_BATCH_SCORES // max(1, idx.num_items(d)))
+        tops, scores = [], []
+        for start in range(0, len(users), step):
+            chunk = users[start : start + step]
+            exclude = None
+            if seen is not None:
+                rows = seen[chunk].tocoo()
+                exclude = torch.from_numpy(np.stack([rows.row, rows.col]).astype(np.int64))
+            top, score = model.recommend(torch.from_numpy(chunk), k=k, exclude=exclude)
+            tops.append(top.cpu().numpy().reshape(-1))
+            scores.append(score.cpu().numpy().reshape(-1))
         frame = pd.DataFrame(
             {
                 "user": np.repeat(user_ids, k),
                 "rank": np.tile(np.arange(1, k + 1), len(user_ids)),
-                "item": self.item_vocab.decode(top.cpu().numpy().reshape(-1)),
-                "score": scores.cpu().numpy().reshape(-1),
+                "item": self.item_vocab.decode(np.concatenate(tops) if tops else np.empty(0, dtype=np.int64)),
+                "score": np.concatenate(scores) if scores else np.empty(0, dtype=np.float32),
             }
         )
         if with_text:
