@@ -3,7 +3,8 @@
 ``crossrec fit|validate|test --config configs/x.yaml`` is Lightning's own CLI with the data-derived
 sizes (number of users and items) linked from the DataModule into the model, as in Lightning's
 transfer-learning template. ``crossrec experiment ...`` forwards to
-:mod:`crossrec_lit.experiment`.
+:mod:`crossrec_lit.experiment`, ``crossrec recommend ...`` (top-k lists from an experiment's chosen
+model) to :mod:`crossrec_lit.recommend`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def main(args: list[str] | None = None) -> int:
         from crossrec_lit.experiment import main as experiment_main
 
         return experiment_main(argv[1:], prog="crossrec experiment")
+    if argv[:1] == ["recommend"]:
+        from crossrec_lit.recommend import main as recommend_main
+
+        return recommend_main(argv[1:], prog="crossrec recommend")
     experiment_config = next((path for path in _option_values(argv, "--config", "-c") if _is_experiment_config(path)), None)
     if experiment_config is not None:
         print(

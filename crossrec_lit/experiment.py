@@ -249,6 +249,14 @@ def with_pair(exp: Experiment, source: str, target: str) -> Experiment:
     return out
 
 
+def parse_pair(text: str) -> tuple[str, str]:
+    """The two stores of a ``--pair SOURCE:TARGET`` argument."""
+    source, sep, target = text.partition(":")
+    if not sep or not source or not target:
+        raise CrossRecError(f"--pair {text!r} is not SOURCE:TARGET", "write e.g. --pair Sports:Toys")
+    return source, target
+
+
 def with_models(exp: Experiment, names: list[str]) -> Experiment:
     """The experiment with only the models named (in config order); baselines not kept are dropped."""
     import copy
@@ -612,6 +620,8 @@ class Runner:
             "epochs_run": int(trainer.current_epoch),
             "fit_seconds": fit_seconds,
             "checkpoint": str(best_path.relative_to(self.out)),
+            # the data the weights were trained on: what `crossrec recommend` checks before scoring
+            "data": dm.fingerprint(),
             # what callbacks concluded, e.g. the negative-transfer guard's verdict
             "signals": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("guard/")},
         }
@@ -912,10 +922,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m crossrec_lit.expe
     try:
         config = load_experiment(args.config, smoke=args.smoke)
         if args.pair:
-            source, sep, target = args.pair.partition(":")
-            if not sep or not source or not target:
-                raise CrossRecError(f"--pair {args.pair!r} is not SOURCE:TARGET", "write e.g. --pair Sports:Toys")
-            config = with_pair(config, source, target)
+            config = with_pair(config, *parse_pair(args.pair))
         if args.models:
             # commas inside parentheses belong to a name, e.g. "Co-occurrence (b, Beauty)"
             config = with_models(config, [n.strip() for n in re.split(r",(?![^()]*\))", args.models) if n.strip()])
