@@ -56,6 +56,12 @@ def check_apply(rec: dict, params: dict) -> None:
         higher = test["p_holm"] < 0.05 and test["ci_low"] > 0
         assert (model in rec["rating_better"]) == lower and (model in rec["rating_worse"]) == higher
         assert not math.isnan(test["mean_diff"])
+    # the lists of the model the page ships: five products of store B for each customer named
+    shipped = rec["shipped"]
+    winners = [m for m, test in rec["vs_strongest"].items() if test["verdict"] == "better"]
+    assert shipped["model"] == (max(winners, key=lambda m: rec["ndcg@10"][m]) if winners else rec["strongest_baseline"])
+    assert list(shipped["items"]) == shipped["users"] and len(shipped["users"]) == 3
+    assert all(len(items) == len(set(items)) == 5 for items in shipped["items"].values())
     # the second block of seeds: the verdicts that changed are among those tested
     assert set(rec["verdicts_changed"]) <= set(rec["vs_strongest"])
     assert set(rec["rating_verdicts_changed"]) <= set(rec["rating_vs_base"])
