@@ -37,9 +37,18 @@ class CrossRecCLI(LightningCLI):
         # checked once parsed, so a ckpt_path written in a config file is covered as well as
         # --ckpt_path, and before LightningCLI itself opens the file to read its hyperparameters
         subcommand = self.config.get("subcommand")
-        problem = _checkpoint_problem(self.config[subcommand].get("ckpt_path") if subcommand else None)
+        config = self.config[subcommand] if subcommand else {}
+        path = config.get("ckpt_path")
+        if path == "best" and subcommand != "fit":
+            # Lightning keeps the best checkpoint's path in the memory of the process that fitted;
+            # a new process has none, and Lightning's own message blames the ModelCheckpoint config
+            raise CrossRecError(
+                f"ckpt_path 'best' names the best checkpoint of a fit in the same process, and `crossrec {subcommand}` starts a new one",
+                f"pass the file the fit wrote{_checkpoint_hint(config)}",
+            )
+        problem = _checkpoint_problem(path)
         if problem:
-            raise CrossRecError(problem, "pass the best.ckpt a fit wrote (its folder is under the trainer's default_root_dir), or best/last")
+            raise CrossRecError(problem, f"pass the checkpoint file a fit wrote{_checkpoint_hint(config)}")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -111,6 +120,20 @@ def _checkpoint_problem(path: str | None) -> str | None:
     if not zipfile.is_zipfile(file):
         return f"checkpoint {path} is unreadable (truncated, or not a checkpoint torch wrote)"
     return None
+
+
+def _checkpoint_hint(config) -> str:
+    """Where the config's ModelCheckpoint writes, as the end of a fix (empty where it names no folder)."""
+    from pathlib import Path
+
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        args = getattr(callback, "init_args", None) or (callback.get("init_args") if isinstance(callback, dict) else None) or {}
+        folder = args.get("dirpath")
+        if folder:
+            found = sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+            return f", e.g. {found[-1]}" if found else f" (this config's ModelCheckpoint writes to {folder})"
+    return " (under the trainer's default_root_dir: <logger>/version_<n>/checkpoints/)"
 
 
 def _is_experiment_config(path: str) -> bool:

@@ -423,6 +423,8 @@ CASES = [
     case(lambda e: cli(e, with_model_args(cli_config(), lr=-1.0)), r"learning rate must be > 0", "cli-negative-lr"),
     case(lambda e: cli(e, cli_config(), command="test", extra=("--ckpt_path", "no_such.ckpt")), r"checkpoint no_such\.ckpt does not exist", "cli-missing-checkpoint"),
     case(lambda e: cli(e, cli_config(), command="test", extra=(f"--ckpt_path={not_a_checkpoint(e)}",)), r"checkpoint .*best\.ckpt is unreadable \(truncated, or not", "cli-corrupt-checkpoint"),
+    case(lambda e: cli(e, cli_config(), command="test", extra=("--ckpt_path", "best")),
+         r"ckpt_path 'best' names the best checkpoint of a fit in the same process, and `crossrec test` starts a new one", "cli-best-outside-fit"),
     case(lambda e: cli(e, {**cli_config(), "ckpt_path": "no_such.ckpt"}, command="test"), r"checkpoint no_such\.ckpt does not exist", "cli-missing-checkpoint-in-config"),
     case(lambda e: cli(e, experiment_config()), r"cli\.yaml is an experiment config \(a models: list\), not one for `crossrec fit`", "cli-given-an-experiment-config"),
     case(lambda e: experiment(e, cli_config()), r"experiment\.yaml is a `crossrec fit` config \(one model:, no models: list\)", "experiment-given-a-fit-config"),
