@@ -620,8 +620,9 @@ class Runner:
             "epochs_run": int(trainer.current_epoch),
             "fit_seconds": fit_seconds,
             "checkpoint": str(best_path.relative_to(self.out)),
-            # the data the weights were trained on: what `crossrec recommend` checks before scoring
-            "data": dm.fingerprint(),
+            # the data the weights were trained on, as the trial's key saw them before fit (a phase
+            # schedule moves the DataModule's phase during fit): what `crossrec recommend` checks
+            "data": identity["data"],
             # what callbacks concluded, e.g. the negative-transfer guard's verdict
             "signals": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("guard/")},
         }

@@ -72,6 +72,23 @@ def test_chosen_trial_and_load_trained_give_the_reported_model(two_ways):
         assert again == pytest.approx(reported, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_every_model_of_the_case_study_gives_its_lists(two_ways):
+    """`crossrec recommend` on each of the twelve models, those whose phase schedule moves the
+    DataModule during fit (EMCDR, PTUPCDR) included: the data check passes and the lists come from
+    the tested weights."""
+    from crossrec_lit.experiment import load_experiment
+    from crossrec_lit.recommend import recommend_from_run
+
+    results, out = two_ways[1]
+    exp = load_experiment(COLDSTART, smoke=True)
+    for model in results["model"].unique():
+        dm = _datamodule(out, model, 1)
+        users = dm.user_vocab.ids[:4].tolist()
+        lists = recommend_from_run(exp, out, model, seed=1, users=users, k=3)
+        pd.testing.assert_frame_equal(lists, dm.recommend(load_trained(out, model, 1), users, k=3), obj=model)
+
+
 def _datamodule(out, model, seed):
     from crossrec_lit.experiment import Runner, load_experiment
 
