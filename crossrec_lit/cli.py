@@ -23,6 +23,12 @@ from crossrec_lit.runtime import set_num_threads, threads_from_env
 class CrossRecCLI(LightningCLI):
     """LightningCLI with the DataModule's sizes linked into the model and a thread-count option."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # no `predict`: the models rank whole catalogues, and ranked lists with ids come from
+        # `crossrec recommend` (see USAGE), not from per-batch predictions
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--num_threads", type=int | None, default=None, help="torch intra-op threads (default: CROSSREC_NUM_THREADS or torch's)")
         # apply_on="instantiate": the sizes are only known once the DataModule has read its data
@@ -55,8 +61,28 @@ class CrossRecCLI(LightningCLI):
         set_num_threads(config.get("num_threads") or threads_from_env())
 
 
+USAGE = """usage: crossrec <command> [options]     (crossrec <command> --help for a command's options)
+
+commands:
+  fit, validate, test   one model on one DataModule from a YAML config (Lightning's CLI)
+  experiment            several models and seeds: search on validation, test once, paired tests
+  recommend             top-k lists of the model an experiment tested, for your customers
+
+  crossrec fit --config configs/mf_synthetic.yaml
+  crossrec experiment --config configs/toys_mf.yaml --seeds 3 --out runs/toys_mf
+  crossrec recommend --config configs/toys_mf.yaml --out runs/toys_mf --model BPR-MF --output recs.csv
+"""
+
+
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "predict":
+        print("crossrec: error: there is no `crossrec predict`. Fix: write ranked lists with `crossrec recommend --config <experiment config> --out <its output folder> --model <name>`, "
+              "or call DataModule.recommend(model, user_ids) from Python.", file=sys.stderr)
+        return 2
     if argv[:1] == ["experiment"]:
         from crossrec_lit.experiment import main as experiment_main
 

@@ -199,3 +199,23 @@ def test_two_stores_in_two_files_through_a_config(tmp_path):
     dm = instantiate(exp.data)
     dm.setup("fit")
     assert dm.overlap.overlap_users == table.groupby("user")["domain"].nunique().eq(2).sum()
+
+
+def test_crossrec_help_names_every_command(capsys):
+    from crossrec_lit.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("fit, validate, test", "experiment", "recommend"):
+        assert f"\n  {command} " in out
+    assert main([]) == 2 and "usage: crossrec <command>" in capsys.readouterr().err
+
+
+def test_crossrec_predict_points_to_recommend(capsys):
+    """LightningCLI's predict would fail deep inside the predict loop: the models have no
+    per-batch predictions; ranked lists come from crossrec recommend."""
+    from crossrec_lit.cli import main
+
+    assert main(["predict", "--config", str(CONFIGS / "mf_synthetic.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "there is no `crossrec predict`. Fix: write ranked lists with `crossrec recommend" in err[0]
