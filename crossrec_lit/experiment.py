@@ -740,6 +740,10 @@ class Runner:
         text = summary_markdown(results, per_user, title=self.exp.name, metrics=self.exp.summary_metrics, baselines=self.exp.baselines)
         head, _, tables = text.partition("\n## ")
         text = f"{head.rstrip()}\n\n{self.diagnosis.strip()}\n\n## {tables}" if tables and self.diagnosis else text
+        # the step after the decision: where a model of the table gives its lists
+        out = os.path.relpath(self.out) if self.out.is_relative_to(Path.cwd()) else str(self.out)
+        text = (f"{text.rstrip()}\n\nTop-k lists for your customers from a model of these tables: "
+                f"`crossrec recommend --config <this experiment's config> --out {out} --model <name> --k 10 --output recommendations.csv`\n")
         atomic_write_text(self.out / "summary.md", text)
 
     def _say(self, message: str, started: float, done: int, total: int, *, eta: bool = True) -> None:

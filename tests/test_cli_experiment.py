@@ -65,6 +65,8 @@ def test_experiment_smoke_writes_results_summary_and_per_user(tmp_path):
     assert len(on_disk) == len(results)
     summary = (tmp_path / "summary.md").read_text()
     assert "| Popularity |" in summary and "p Wilcoxon" in summary
+    # and it ends with the command that turns a row of the table into lists
+    assert summary.rstrip().splitlines()[-1].endswith(f"`crossrec recommend --config <this experiment's config> --out {tmp_path} --model <name> --k 10 --output recommendations.csv`")
     per_user = pd.read_csv(tmp_path / "per_user.csv.gz", dtype={"user": str})
     assert per_user["user"].str.startswith("u").all()
     # per-user means reproduce the reported test means
