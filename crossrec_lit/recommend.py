@@ -41,11 +41,14 @@ def recommend_from_run(
     k: int = 10,
     exclude_seen: bool = True,
     with_text: bool = False,
+    skip_unknown: bool = False,
 ) -> pd.DataFrame:
     """Top-``k`` products for ``users`` (default: every customer of either store) from the model
     an experiment tested for (``model``, ``seed``); ``config`` is the experiment's config (or the
     loaded :class:`Experiment`, e.g. after ``with_pair``). Columns as
-    :meth:`crossrec_lit.data.InteractionDataModule.recommend`."""
+    :meth:`crossrec_lit.data.InteractionDataModule.recommend`. An id the data do not know is an
+    error, or with ``skip_unknown`` gets no rows (a customer list from elsewhere often holds
+    customers who have bought nothing yet)."""
     import warnings
 
     exp = config if isinstance(config, Experiment) else load_experiment(config)
@@ -69,6 +72,14 @@ def recommend_from_run(
                 "give the config the run used, or re-run crossrec experiment on the new data",
             )
         ids = dm.user_vocab.to_list() if users is None else [str(u) for u in users]
+        known = set(dm.user_vocab.ids)
+        unknown = list(dict.fromkeys(u for u in ids if u not in known))
+        if unknown and not skip_unknown:
+            raise CrossRecError(
+                f"{len(unknown):,} customer id(s) that neither store knows, e.g. {unknown[:5]}",
+                "leave them out, or pass --skip-unknown (skip_unknown=True) to list the known ones only",
+            )
+        ids = [u for u in ids if u in known]
         return dm.recommend(net, ids, k=k, exclude_seen=exclude_seen, with_text=with_text)
 
 
@@ -113,6 +124,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m crossrec_lit.reco
     parser.add_argument("--users", default=None, metavar="FILE", help="customer ids, one per line (default: every customer of either store)")
     parser.add_argument("--k", type=int, default=10, help="products per customer (default 10)")
     parser.add_argument("--output", default="recommendations.csv", help="where to write: .csv, .csv.gz or .parquet (default recommendations.csv)")
+    parser.add_argument("--skip-unknown", action="store_true", help="leave out --users ids that neither store knows, instead of stopping")
     parser.add_argument("--include-seen", action="store_true", help="keep products the customer already has in the target store")
     parser.add_argument("--with-text", action="store_true", help="add each product's text (title) where the data have it")
     parser.add_argument("--smoke", action="store_true", help="the config's smoke: overrides, as in a --smoke run")
@@ -131,12 +143,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m crossrec_lit.reco
         if args.k < 1:
             raise CrossRecError(f"--k must be >= 1, got {args.k}", "ask for at least one product per customer, e.g. --k 10")
         frame = recommend_from_run(config, args.out, args.model, seed=args.seed, users=users, k=args.k,
-                                   exclude_seen=not args.include_seen, with_text=args.with_text)
+                                   exclude_seen=not args.include_seen, with_text=args.with_text, skip_unknown=args.skip_unknown)
         path = write_recommendations(frame, args.output)
     except CrossRecError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     print(f"{frame['user'].nunique():,} customers x {args.k} products from {args.model} (seed {args.seed}) -> {path}")
+    if users is not None and args.skip_unknown:
+        left_out = sorted(set(users) - set(frame["user"]))
+        if left_out:
+            print(f"left out {len(left_out):,} id(s) neither store knows, e.g. {left_out[:5]}")
     return 0
 
 
