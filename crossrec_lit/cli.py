@@ -149,7 +149,8 @@ def _checkpoint_problem(path: str | None) -> str | None:
 
 
 def _checkpoint_hint(config) -> str:
-    """Where the config's ModelCheckpoint writes, as the end of a fix (empty where it names no folder)."""
+    """Where the checkpoint to pass lies, as the end of a fix: the newest file in the folder the
+    config's ModelCheckpoint writes to, else where Lightning writes by default."""
     from pathlib import Path
 
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
