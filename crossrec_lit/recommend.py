@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -43,14 +44,12 @@ def recommend_from_run(
     with_text: bool = False,
     skip_unknown: bool = False,
 ) -> pd.DataFrame:
-    """Top-``k`` products for ``users`` (default: every customer of either store) from the model
+    """Top-``k`` products for ``users`` (default: every customer the data know, in either store) from the model
     an experiment tested for (``model``, ``seed``); ``config`` is the experiment's config (or the
     loaded :class:`Experiment`, e.g. after ``with_pair``). Columns as
     :meth:`crossrec_lit.data.InteractionDataModule.recommend`. An id the data do not know is an
     error, or with ``skip_unknown`` gets no rows (a customer list from elsewhere often holds
     customers who have bought nothing yet)."""
-    import warnings
-
     exp = config if isinstance(config, Experiment) else load_experiment(config)
     record = chosen_trial(out, model, seed)
     runner = Runner(exp, out, progress=False)
@@ -66,6 +65,7 @@ def recommend_from_run(
                 "give the config (and --pair/--smoke) the run used, or re-run crossrec experiment on the new data",
             )
         net = load_trained(out, model, seed)
+        # records written before they named their data carry no fingerprint: their sizes still tell
         if (getattr(net, "num_users", dm.num_users), getattr(net, "num_items", dm.num_items)) != (dm.num_users, dm.num_items):
             raise CrossRecError(
                 f"{model!r} was trained on {net.num_users} customers x {net.num_items} products, the data now have {dm.num_users} x {dm.num_items}",
@@ -76,7 +76,7 @@ def recommend_from_run(
         unknown = list(dict.fromkeys(u for u in ids if u not in known))
         if unknown and not skip_unknown:
             raise CrossRecError(
-                f"{len(unknown):,} customer id(s) that neither store knows, e.g. {unknown[:5]}",
+                f"{len(unknown):,} customer id(s) that the data do not know, e.g. {unknown[:5]}",
                 "leave them out, or pass --skip-unknown (skip_unknown=True) to list the known ones only",
             )
         ids = [u for u in ids if u in known]
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m crossrec_lit.reco
     parser.add_argument("--users", default=None, metavar="FILE", help="customer ids, one per line (default: every customer of either store)")
     parser.add_argument("--k", type=int, default=10, help="products per customer (default 10)")
     parser.add_argument("--output", default="recommendations.csv", help="where to write: .csv, .csv.gz or .parquet (default recommendations.csv)")
-    parser.add_argument("--skip-unknown", action="store_true", help="leave out --users ids that neither store knows, instead of stopping")
+    parser.add_argument("--skip-unknown", action="store_true", help="leave out --users ids the data do not know, instead of stopping")
     parser.add_argument("--include-seen", action="store_true", help="keep products the customer already has in the target store")
     parser.add_argument("--with-text", action="store_true", help="add each product's text (title) where the data have it")
     parser.add_argument("--smoke", action="store_true", help="the config's smoke: overrides, as in a --smoke run")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m crossrec_lit.reco
     if users is not None and args.skip_unknown:
         left_out = sorted(set(users) - set(frame["user"]))
         if left_out:
-            print(f"left out {len(left_out):,} id(s) neither store knows, e.g. {left_out[:5]}")
+            print(f"left out {len(left_out):,} id(s) the data do not know, e.g. {left_out[:5]}")
     return 0
 
 

@@ -122,7 +122,7 @@ def test_unknown_ids_can_be_left_out(run, tmp_path, monkeypatch, capsys):
     users.write_text("u000003\nnew-signup\n")
     target = tmp_path / "recs.csv"
     assert main(["recommend", "--config", str(config), "--out", str(out), "--model", "Joint", "--users", str(users), "--k", "2", "--output", str(target), "--skip-unknown"]) == 0
-    assert "left out 1 id(s) neither store knows, e.g. ['new-signup']" in capsys.readouterr().out
+    assert "left out 1 id(s) the data do not know, e.g. ['new-signup']" in capsys.readouterr().out
     assert pd.read_csv(target, dtype=str)["user"].tolist() == ["u000003", "u000003"]
 
 
@@ -134,7 +134,7 @@ def test_unknown_ids_can_be_left_out(run, tmp_path, monkeypatch, capsys):
         (["--model", "Joint", "--output", "recs.txt"], r"output recs\.txt has an unknown format. Fix: end its name with one of \.csv"),
         (["--model", "Joint", "--k", "0"], r"--k must be >= 1, got 0"),
         (["--model", "Joint", "--users", "nowhere.txt"], r"users file nowhere\.txt does not exist"),
-        (["--model", "Joint", "--users", "ids.txt"], r"1 customer id\(s\) that neither store knows, e\.g\. \['nobody'\]. Fix: leave them out, or pass --skip-unknown"),
+        (["--model", "Joint", "--users", "ids.txt"], r"1 customer id\(s\) that the data do not know, e\.g\. \['nobody'\]. Fix: leave them out, or pass --skip-unknown"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(run, tmp_path, monkeypatch, capsys, args, message):
