@@ -16,6 +16,7 @@ purchases were not trained on (they are excluded from the lists, as every seen p
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import warnings
@@ -112,6 +113,8 @@ def check_output(path: str | os.PathLike) -> str:
     name = Path(path).name.lower()
     if not name.endswith(OUTPUT_FORMATS):
         raise CrossRecError(f"output {path} has an unknown format", f"end its name with one of {', '.join(OUTPUT_FORMATS)}")
+    if name.endswith(".parquet") and importlib.util.find_spec("pyarrow") is None:
+        raise CrossRecError("writing Parquet files needs pyarrow, which is not installed", "pip install pyarrow (or crossrec_lit[parquet]), or write .csv.gz")
     return name
 
 

@@ -160,3 +160,15 @@ def test_user_files_and_output_formats(tmp_path):
     with pytest.raises(CrossRecError, match="unknown format"):
         write_recommendations(frame, tmp_path / "recs.json")
     pd.testing.assert_frame_equal(pd.read_csv(write_recommendations(frame, tmp_path / "r.csv")), frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(write_recommendations(frame, tmp_path / "r.parquet")), frame)
+
+
+def test_parquet_without_pyarrow_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    frame = pd.DataFrame({"user": ["a"], "rank": [1], "item": ["x"], "score": [0.5]})
+    with pytest.raises(CrossRecError, match=r"needs pyarrow, which is not installed. Fix: pip install pyarrow"):
+        write_recommendations(frame, tmp_path / "r.parquet")
+    assert list(tmp_path.iterdir()) == []
