@@ -97,15 +97,20 @@ def test_data_that_changed_since_the_run_are_refused(run, tmp_path):
         recommend_from_run(other, out, "Joint")
 
 
-def test_cli_writes_the_lists_in_one_piece(run, tmp_path, monkeypatch, capsys):
+def crossrec_recommend(run, monkeypatch, *args: str) -> int:
+    """``crossrec recommend --config <run's config> --out <run's folder> <args>`` in-process."""
     from crossrec_lit.cli import main
 
     config, out = run
-    monkeypatch.setattr(sys, "argv", ["crossrec"])
+    monkeypatch.setattr(sys, "argv", ["crossrec"])  # as from a shell: no pytest arguments
+    return main(["recommend", "--config", str(config), "--out", str(out), *args])
+
+
+def test_cli_writes_the_lists_in_one_piece(run, tmp_path, monkeypatch, capsys):
     users = tmp_path / "users.txt"
     users.write_text("user\nu000003\n\nu000150\n")
     target = tmp_path / "recs.csv.gz"
-    assert main(["recommend", "--config", str(config), "--out", str(out), "--model", "Joint", "--users", str(users), "--k", "3", "--output", str(target)]) == 0
+    assert crossrec_recommend(run, monkeypatch, "--model", "Joint", "--users", str(users), "--k", "3", "--output", str(target)) == 0
     assert "2 customers x 3 products from Joint (seed 0)" in capsys.readouterr().out
     with gzip.open(target, "rt") as fh:
         written = pd.read_csv(fh, dtype={"user": str, "item": str})
@@ -114,14 +119,10 @@ def test_cli_writes_the_lists_in_one_piece(run, tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_ids_can_be_left_out(run, tmp_path, monkeypatch, capsys):
-    from crossrec_lit.cli import main
-
-    config, out = run
-    monkeypatch.setattr(sys, "argv", ["crossrec"])
     users = tmp_path / "users.txt"
     users.write_text("u000003\nnew-signup\n")
     target = tmp_path / "recs.csv"
-    assert main(["recommend", "--config", str(config), "--out", str(out), "--model", "Joint", "--users", str(users), "--k", "2", "--output", str(target), "--skip-unknown"]) == 0
+    assert crossrec_recommend(run, monkeypatch, "--model", "Joint", "--users", str(users), "--k", "2", "--output", str(target), "--skip-unknown") == 0
     assert "left out 1 id(s) the data do not know, e.g. ['new-signup']" in capsys.readouterr().out
     assert pd.read_csv(target, dtype=str)["user"].tolist() == ["u000003", "u000003"]
 
@@ -138,13 +139,10 @@ def test_unknown_ids_can_be_left_out(run, tmp_path, monkeypatch, capsys):
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(run, tmp_path, monkeypatch, capsys, args, message):
-    from crossrec_lit.cli import main
-
-    config, out = run
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ids.txt").write_text("u000003\nnobody\n")
     output = [] if "--output" in args else ["--output", "recs.csv"]
-    assert main(["recommend", "--config", str(config), "--out", str(out), *args, *output]) == 2
+    assert crossrec_recommend(run, monkeypatch, *args, *output) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("crossrec recommend: error: ")
     assert re.search(message, err[0]), err[0]
