@@ -57,8 +57,9 @@ def test_update_stores_spread_and_check_passes_inside_the_band(fake_chapter) -> 
     baseline = json.loads((regress.BASELINES / "demo.json").read_text())
     assert set(baseline["metrics"]) == {"ndcg", "count"}  # the timings are left out
     ndcg = baseline["metrics"]["ndcg"]
-    assert ndcg["value"] == 0.30 and ndcg["std"] == pytest.approx(0.02)
-    assert ndcg["tolerance"] == pytest.approx(3 * 0.02)
+    assert ndcg["value"] == 0.30 and ndcg["mean"] == pytest.approx(0.30) and ndcg["std"] == pytest.approx(0.02)
+    # 3 x the spread of one new run against the mean of three blocks: sqrt(1 + 1/3) x std / c4(3)
+    assert ndcg["tolerance"] == pytest.approx(3 * (4 / 3) ** 0.5 * 0.02 / 0.886227, rel=1e-5)
     assert baseline["metrics"]["count"]["tolerance"] == pytest.approx(3e-6)  # constant: the relative floor
     assert regress.check(["demo"]) == 0
 
@@ -70,7 +71,8 @@ def test_check_names_chapter_metric_band_and_cell(fake_chapter, capsys) -> None:
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("FAIL"))
     assert "demo: metric ndcg = 0.5" in line
-    assert "expected 0.3 +/- 0.06" in line and "[0.24, 0.36]" in line
+    assert "expected 0.3 +/- 0.0782" in line and "[0.221824, 0.378176]" in line
+    assert "seed blocks [0, 1, 2]: 0.3, 0.32, 0.28" in line
     assert "cell 1: ndcg = evaluate(model)" in line
 
 
@@ -95,9 +97,9 @@ def test_p_values_are_banded_on_the_log_scale(fake_chapter, monkeypatch, capsys)
     assert entry["scale"] == "log10" and entry["std"] == pytest.approx(2.0) and entry["value"] == 1e-10
     ps[0] = 1e-9
     assert regress.check(["demo"]) == 0
-    ps[0] = 0.04  # a verdict that flipped: 8.6 orders of magnitude, beyond 3 x 2
+    ps[0] = 0.04  # a verdict that flipped: 8.6 orders of magnitude, beyond the band of 7.82
     assert regress.check(["demo"]) == 1
-    assert "paired.CMF.p_holm = 0.04, expected log10 -10 +/- 6" in capsys.readouterr().out
+    assert "paired.CMF.p_holm = 0.04, expected log10 -10 +/- 7.82" in capsys.readouterr().out
 
 
 def test_floor_counts_trained_metrics_without_spread(fake_chapter, capsys) -> None:
@@ -152,3 +154,59 @@ def test_every_exact_by_construction_rule_names_recorded_numbers_and_only_unspre
         assert matched, f"{chapter}: {pattern!r} matches no recorded number"
         spread = [name for name, m in matched.items() if not regress.without_spread(name, m)]
         assert not spread, f"{chapter}: {pattern!r} calls numbers with spread over seeds exact: {spread[:3]}"
+
+
+def test_c4_is_the_bias_of_the_sample_std() -> None:
+    assert regress.c4(2) == pytest.approx(0.797885, rel=1e-5)  # sqrt(2 / pi)
+    assert regress.c4(3) == pytest.approx(0.886227, rel=1e-5)  # sqrt(pi) / 2
+    assert regress.c4(5) == pytest.approx(0.939986, rel=1e-5)
+
+
+def entry(values: list[float]) -> dict:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return {"value": values[0], "mean": mean, "std": std, "values": values}
+
+
+def test_fold_values_and_fold_std_take_the_spread_inside_the_blocks() -> None:
+    """Three blocks of five seeds: the std over each block's seeds is about 0.004, but the blocks'
+    fold std (and one fold's value) happen to agree closely. Their bands follow the 12-df spread
+    inside the blocks; the mean over the seeds keeps its blocks' own spread."""
+    metrics = {
+        **{f"seeds[{i}]": entry([float(i)] * 3) for i in range(5)},
+        "coldstart.CoNet.ndcg@10": entry([0.0289, 0.0313, 0.0292]),
+        "coldstart.CoNet.ndcg@10_std": entry([0.0046, 0.0036, 0.0044]),
+        "per_seed_ndcg@10.CoNet[2]": entry([0.0298, 0.0271, 0.0309]),
+        "coldstart.Popularity.ndcg@10": entry([0.0164, 0.0164, 0.0164]),
+        "coldstart.Popularity.ndcg@10_std": entry([0.003, 0.003, 0.003]),
+    }
+    assert regress.seeds_behind(metrics, "coldstart.CoNet.ndcg@10_std") == 5
+    sigma = ((0.0046**2 + 0.0036**2 + 0.0044**2) / 3) ** 0.5
+    widen = 3 * (4 / 3) ** 0.5
+    assert regress.tolerance(metrics, "per_seed_ndcg@10.CoNet[2]") == pytest.approx(widen * sigma)
+    assert regress.tolerance(metrics, "coldstart.CoNet.ndcg@10_std") == pytest.approx(widen * sigma * (1 - regress.c4(5) ** 2) ** 0.5)
+    mean = metrics["coldstart.CoNet.ndcg@10"]
+    assert regress.tolerance(metrics, "coldstart.CoNet.ndcg@10") == pytest.approx(widen * mean["std"] / regress.c4(3))
+    # numbers whose blocks agree exactly do not move with the seeds: they keep the exact floor
+    assert regress.tolerance(metrics, "coldstart.Popularity.ndcg@10") == pytest.approx(1e-6)
+    assert regress.tolerance(metrics, "coldstart.Popularity.ndcg@10_std") == pytest.approx(1e-6)
+
+
+def test_the_count_of_seeds_is_the_nearest_table_s_own() -> None:
+    metrics = {"parameters.seeds[0]": entry([0.0] * 3), "parameters.seeds[1]": entry([1.0] * 3),
+               "protocols.P2.models.CMF.seeds": entry([5.0] * 3), "protocols.P2.models.CMF.ndcg@10_std": entry([0.01, 0.02, 0.03]),
+               "other.CMF.ndcg@10_std": entry([0.01, 0.02, 0.03])}
+    assert regress.seeds_behind(metrics, "protocols.P2.models.CMF.ndcg@10_std") == 5
+    assert regress.seeds_behind(metrics, "other.CMF.ndcg@10_std") == 2
+    assert regress.seeds_behind({}, "other.CMF.ndcg@10_std") is None
+
+
+def test_reband_recomputes_the_bands_without_running_a_chapter(fake_chapter, monkeypatch) -> None:
+    regress.update(["demo"], [0, 1, 2])
+    path = regress.BASELINES / "demo.json"
+    payload = json.loads(path.read_text())
+    payload["metrics"]["ndcg"]["tolerance"] = 0.5
+    path.write_text(json.dumps(payload))
+    monkeypatch.setattr(regress, "run_chapter", lambda *a, **k: pytest.fail("reband ran a chapter"))
+    assert regress.reband(["demo"]) == 0
+    assert json.loads(path.read_text())["metrics"]["ndcg"]["tolerance"] == pytest.approx(0.0782, abs=1e-4)
