@@ -8,7 +8,7 @@
 `update` runs each chapter with the book's own parameters for several values of its `seed`
 parameter and stores, for every number the chapter records, the value at the book's seed and its
 spread over the seeds; the band of a metric is derived from that spread (see `tolerance`: 3 times
-the spread of one new run around the blocks' mean, with a floor of 1e-6 relative for numbers that
+the spread of the difference of two runs, around the value at the book's seed, with a floor of 1e-6 relative for numbers that
 do not vary with the seed, such as counts or exact checks). A chapter's `seed` moves everything it
 trains: the synthetic chapters
 seed their stores and models with it, and the chapters that call the experiment runner run the
@@ -125,11 +125,14 @@ def within_block_spread(metrics: dict, name: str) -> float:
 
 
 def tolerance(metrics: dict, name: str) -> float:
-    """Half-width of the band of ``name`` around the mean of its B recorded blocks (on its scale).
+    """Half-width of the band of ``name`` around its recorded value at the book's seed (on its scale).
 
     A check draws one new run (another CPU's kernels, another thread count or an emptied cache
     retrain from the same seeds along another float path, which is another draw of training), and
-    compares it with the blocks' mean: their difference spreads as sigma sqrt(1 + 1/B). sigma is the
+    compares it with the recorded run: their difference spreads as sigma sqrt(2). (Centring on the
+    blocks' mean would narrow that to sigma sqrt(1 + 1/B), but then the band of a number would no
+    longer contain the one it had before this rule, and the machine that recorded the book
+    reproduces the book-seed value exactly, which stays the band's centre.) sigma is the
     larger of two estimates of one run's spread: the blocks' std unbiased by c4(B), and the spread
     that follows from the seed-to-seed std inside each block where the record has one
     (:func:`within_block_spread`, many more degrees of freedom). A number whose blocks agree
@@ -140,11 +143,11 @@ def tolerance(metrics: dict, name: str) -> float:
     entry = metrics[name]
     scaled = [on_scale(name, v) for v in entry["values"]]
     blocks = len(scaled)
-    floor_ = REL_FLOOR * max(1.0, abs(entry["mean"]))
+    floor_ = REL_FLOOR * max(1.0, abs(on_scale(name, entry["value"])))
     if blocks < 2 or max(scaled) == min(scaled):
         return floor_
     sigma = max(entry["std"] / c4(blocks), within_block_spread(metrics, name))
-    return max(SIGMAS * math.sqrt(1.0 + 1.0 / blocks) * sigma, floor_)
+    return max(SIGMAS * math.sqrt(2.0) * sigma, floor_)
 
 
 # p-values of the paired tests: the last part of their name is p, p_<test> or p_holm...
@@ -313,14 +316,14 @@ def check(chapters: list[str]) -> int:
                     bad += 1
                     continue
                 log = ref.get("scale") == "log10"
-                centre = ref["mean"]  # the mean of the recorded blocks, on the number's scale
+                centre = on_scale(name, ref["value"])  # the book-seed value, on the number's scale
                 low, high = centre - ref["tolerance"], centre + ref["tolerance"]
                 if not low <= on_scale(name, got[name]) <= high:
                     band = (f"log10 {centre:.3g} +/- {ref['tolerance']:.3g} [{10 ** low:.3g}, {10 ** high:.3g}]" if log
-                            else f"{centre:.6g} +/- {ref['tolerance']:.3g} [{low:.6g}, {high:.6g}]")
+                            else f"{ref['value']:.6g} +/- {ref['tolerance']:.3g} [{low:.6g}, {high:.6g}]")
                     failures.append(
                         f"{chapter}: metric {name} = {got[name]:.6g}, expected {band} "
-                        f"({baseline['sigmas']:g} x the spread of one run, from seed blocks {baseline['seeds']}: "
+                        f"({baseline['sigmas']:g} x the spread of a difference of two runs, from seed blocks {baseline['seeds']}: "
                         f"{', '.join(f'{v:.4g}' for v in ref['values'])}); "
                         f"produced in {producing_cell(executed, name)}"
                     )
