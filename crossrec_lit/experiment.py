@@ -874,7 +874,12 @@ def chosen_trial(out: str | os.PathLike, model: str, seed: int) -> dict:
 def load_trained(out: str | os.PathLike, model: str, seed: int, **kwargs):
     """The model an experiment tested for (``model``, ``seed``), loaded from its kept checkpoint on
     the CPU, in eval mode; ``kwargs`` go to ``load_from_checkpoint`` (e.g. evaluation settings)."""
-    record = chosen_trial(out, model, seed)
+    return load_trial_model(out, chosen_trial(out, model, seed), **kwargs)
+
+
+def load_trial_model(out: str | os.PathLike, record: dict, **kwargs):
+    """The model of a trial record (:func:`chosen_trial`) of the run in ``out``, from its kept
+    checkpoint on the CPU, in eval mode: for a caller that already holds the record."""
     net = _load_checkpoint(import_class(record["class_path"]), Path(out) / record["checkpoint"], **kwargs)
     net.eval()
     return net

@@ -26,7 +26,7 @@ import pandas as pd
 
 from crossrec_lit.atomic import atomic_write
 from crossrec_lit.errors import CrossRecError
-from crossrec_lit.experiment import Experiment, Runner, chosen_trial, load_experiment, load_trained, parse_pair, with_pair
+from crossrec_lit.experiment import Experiment, Runner, chosen_trial, load_experiment, load_trial_model, parse_pair, with_pair
 from crossrec_lit.runtime import filter_known_warnings, quiet_lightning_logs, set_num_threads, threads_from_env
 from crossrec_lit.search import split_hp
 
@@ -65,7 +65,7 @@ def recommend_from_run(
                 f"the data {exp.name!r} reads now differ from those {model!r} (seed {seed}) was trained on in {out}",
                 "give the config (and --pair/--smoke) the run used, or re-run crossrec experiment on the new data",
             )
-        net = load_trained(out, model, seed)
+        net = load_trial_model(out, record)
         # records written before they named their data carry no fingerprint: their sizes still tell
         if (getattr(net, "num_users", dm.num_users), getattr(net, "num_items", dm.num_items)) != (dm.num_users, dm.num_items):
             raise CrossRecError(
