@@ -210,3 +210,16 @@ def test_reband_recomputes_the_bands_without_running_a_chapter(fake_chapter, mon
     monkeypatch.setattr(regress, "run_chapter", lambda *a, **k: pytest.fail("reband ran a chapter"))
     assert regress.reband(["demo"]) == 0
     assert json.loads(path.read_text())["metrics"]["ndcg"]["tolerance"] == pytest.approx(0.0957, abs=1e-4)
+
+
+def test_every_recorded_std_over_seeds_knows_how_many_seeds_it_spans() -> None:
+    # The band of a fold std or a fold value uses the seeds per block (seeds_behind): a chapter that
+    # renamed its `seeds` list would silently fall back on the blocks' own (2-df) spread.
+    for path in sorted(regress.BASELINES.glob("*.json")):
+        metrics = json.loads(path.read_text())["metrics"]
+        moving = [n for n in metrics if n.endswith("_std") and not regress.without_spread(n, metrics[n])]
+        lost = [n for n in moving if not regress.seeds_behind(metrics, n)]
+        assert not lost, f"{path.name}: no seed count for {lost[:3]}"
+        per_seed = [n for n in metrics if regress.PER_SEED.match(n) and not regress.without_spread(n, metrics[n])]
+        orphans = [n for n in per_seed if regress.within_block_spread(metrics, n) == 0.0]
+        assert not orphans, f"{path.name}: per-seed values without their std over seeds: {orphans[:3]}"
