@@ -99,7 +99,7 @@ def within_block_spread(metrics: dict, name: str) -> float:
     beside the mean ``<m>``) and one seed's value of such a mean (``per_seed_<metric>.<model>[i]``).
     Each block's std has n - 1 degrees of freedom, so the B blocks together estimate the one-seed
     spread sigma with B (n - 1) of them, where the number's own spread over the blocks has B - 1;
-    with three blocks that df = 2 estimate is below half the true spread one time in ten, and a band
+    with three blocks that df = 2 estimate is below half the true spread one time in five, and a band
     built on it alone failed CoNet's fold values and fold std on an AVX2 CPU. sigma is the root mean
     square of the blocks' stds (unbiased for sigma^2); one seed's value spreads as sigma, a std over
     n seeds as sigma sqrt(1 - c4(n)^2).
