@@ -8,12 +8,12 @@
 `update` runs each chapter with the book's own parameters for several values of its `seed`
 parameter and stores, for every number the chapter records, the value at the book's seed and its
 spread over the seeds; the band of a metric is derived from that spread (see `tolerance`: 3 times
-the spread of the difference of two runs, around the value at the book's seed, with a floor of 1e-6 relative for numbers that
-do not vary with the seed, such as counts or exact checks). A chapter's `seed` moves everything it
-trains: the synthetic chapters
-seed their stores and models with it, and the chapters that call the experiment runner run the
-block of experiment seeds ``seed * n .. seed * n + n - 1`` (search included), so the band of a
-trained number is the spread of training, which is what another CPU or thread count moves.
+the spread of the difference of two runs, around the value at the book's seed, with a floor of
+1e-6 relative for numbers that do not vary with the seed, such as counts or exact checks). A
+chapter's `seed` moves everything it trains: the synthetic chapters seed their stores and models
+with it, and the chapters that call the experiment runner run the block of experiment seeds
+``seed * n .. seed * n + n - 1`` (search included), so the band of a trained number is the spread
+of training, which is what another CPU or thread count moves.
 p-values are compared on the log10 scale, where their spread over seeds is comparable from 1e-12 to
 1. `check` runs each chapter once with the book's parameters and reports every number outside its
 band, naming the chapter, the metric, the expected band and the cell that produced it.
@@ -111,7 +111,8 @@ def within_block_spread(metrics: dict, name: str) -> float:
     per_seed = PER_SEED.match(name)
     if per_seed:
         suffix = f".{per_seed['model']}.{per_seed['metric']}_std"
-        std_name = next((other for other in metrics if other.endswith(suffix)), None)
+        tables = [other for other in metrics if other.endswith(suffix)]
+        std_name = tables[0] if len(tables) == 1 else None  # two tables of the model: which one is ambiguous
     elif name.endswith("_std"):
         std_name = name
     else:
