@@ -136,16 +136,15 @@ def tolerance(metrics: dict, name: str) -> float:
     reproduces the book-seed value exactly, which stays the band's centre.) sigma is the
     larger of two estimates of one run's spread: the blocks' std unbiased by c4(B), and the spread
     that follows from the seed-to-seed std inside each block where the record has one
-    (:func:`within_block_spread`, many more degrees of freedom). A number whose blocks agree
-    exactly does not move with the seeds and keeps the exact floor. The band is SIGMAS of that
+    (:func:`within_block_spread`, many more degrees of freedom). A number without spread over
+    the blocks (:func:`without_spread`, the rule `floor` counts by) keeps the exact floor. The band is SIGMAS of that
     spread: 0.27% per number if sigma were known; with a df = 2 estimate alone (p-values, paired
     differences) a moved run still falls outside about one time in thirteen, which only more
     recorded blocks would lower."""
     entry = metrics[name]
-    scaled = [on_scale(name, v) for v in entry["values"]]
-    blocks = len(scaled)
+    blocks = len(entry["values"])
     floor_ = REL_FLOOR * max(1.0, abs(on_scale(name, entry["value"])))
-    if blocks < 2 or max(scaled) == min(scaled):
+    if blocks < 2 or without_spread(name, entry):
         return floor_
     sigma = max(entry["std"] / c4(blocks), within_block_spread(metrics, name))
     return max(SIGMAS * math.sqrt(2.0) * sigma, floor_)
