@@ -11,7 +11,9 @@ linearly), writes a CSV and a figure, runs the large-catalogue check (BPR-MF wit
 1M users x 1M items, where a dense optimiser would touch 2M rows every step), and ends with the
 per-million cost ratio of the largest size to the smallest, after the same ratio for a bare torch
 loop on the same table shapes (the memory floor: what random rows in tables larger than the
-caches cost on this machine, with no package code in the way).
+caches cost on this machine, with no package code in the way). Before those, a BPR-MF step with
+the sparse optimiser is taken apart by phase (batch building with negative exclusion, forward,
+backward, optimiser step) at the smallest and largest size, so the growth is charged to a phase.
 
 A 0.1M epoch is about 25 steps and 0.2 s, short enough for one scheduler hiccup to move the ratio
 by a tenth, and its first steps (allocating the optimiser's moments) weigh in it: sizes below
@@ -150,6 +152,60 @@ def floor_child(n: int, threads: int, steps: int = 200) -> dict:
     return {"interactions": n, "step_ms": seconds * 1e3, "s_per_million": seconds / batch * 1e6}
 
 
+PHASE_NAMES = ("batch", "forward", "backward", "optimiser")
+
+
+def phases_child(n: int, threads: int, steps: int = 300) -> dict:
+    """Where a BPR-MF step with the sparse optimiser spends its time at size ``n``.
+
+    The package's own pieces (TrainBatches with negatives that exclude positives, BPRMF.loss,
+    LazyAdam), stepped by hand so each phase can be timed on its own: building the batch (shuffled
+    slice, negative draws and the positives check), forward and loss, backward, optimiser step
+    (which includes coalescing the sparse gradients). Lightning's loop is left out: its cost per
+    step does not depend on the data. Mean ms per step after the first fifth of the steps.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    from crossrec_lit import set_num_threads
+    from crossrec_lit.data import TrainBatches
+    from crossrec_lit.data.pairset import sorted_unique
+    from crossrec_lit.models import BPRMF
+
+    set_num_threads(threads)
+    n_users, n_items = max(n // 10, 100), max(n // 20, 100)
+    r = np.random.default_rng(1)
+    u = r.integers(0, n_users, n)
+    i = np.minimum((r.pareto(1.2, n) * n_items / 50).astype(np.int64), n_items - 1)
+    keys = sorted_unique(np.sort(u * n_items + i))
+    u, i = keys // n_items, keys % n_items
+    positives = sp.csr_matrix((np.ones(len(u), dtype=bool), (u, i)), shape=(n_users, n_items))
+    batches = TrainBatches(u, i, num_items=n_items, batch_size=4096, num_negatives=1, positives=positives, seed=0)
+    net = BPRMF(n_users, n_items, embedding_dim=64, lr=1e-3, optimizer="sparse_adam")
+    opt = net.configure_optimizers()
+    totals = dict.fromkeys(PHASE_NAMES, 0.0)
+    stream, skip = iter(batches), steps // 5
+    for k in range(steps):
+        t0 = time.perf_counter()
+        batch = next(stream, None)
+        if batch is None:
+            batches.set_epoch(batches.epoch + 1)
+            stream = iter(batches)
+            batch = next(stream)
+        t1 = time.perf_counter()
+        loss = net.loss(batch)
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        if k >= skip:
+            for name, seconds in zip(PHASE_NAMES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                totals[name] += seconds
+    return {"interactions": len(u), **{name: total / (steps - skip) * 1e3 for name, total in totals.items()}}
+
+
 def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0, epochs: int = 1, thp: bool = False,
         malloc: str = "settled") -> dict:
     args = ["--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit), str(epochs)]
@@ -158,6 +214,10 @@ def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, i
 
 def run_floor(n: int, threads: int, thp: bool = False, malloc: str = "settled") -> dict:
     return _in_fresh_process(["--floor", str(n), str(threads)], thp, malloc, f"the memory floor at {n:,}")
+
+
+def run_phases(n: int, threads: int, thp: bool = False, malloc: str = "settled") -> dict:
+    return _in_fresh_process(["--phases", str(n), str(threads)], thp, malloc, f"the step phases at {n:,}")
 
 
 def child_env(thp: bool, malloc: str) -> dict[str, str]:
@@ -185,6 +245,9 @@ def _in_fresh_process(args: list[str], thp: bool, malloc: str, what: str) -> dic
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--floor":
         print(json.dumps(floor_child(int(sys.argv[2]), int(sys.argv[3]))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--phases":
+        print(json.dumps(phases_child(int(sys.argv[2]), int(sys.argv[3]))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         model, n, threads, optimizer, users, items, limit, epochs = sys.argv[2:10]
@@ -266,6 +329,15 @@ def main() -> None:
         first, last = mine[0], mine[-1]
         per_million = [r["epoch_s"] / (r["interactions"] / 1e6) for r in (first, last)]
         label = f"{_size(last['interactions'])}/{_size(first['interactions'])}"
+        # which phase of the step grows: the batch building (negative exclusion included) or the
+        # reads and writes of table rows in the forward, backward and optimiser step
+        phases = [run_phases(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (args.sizes[0], args.sizes[-1])]
+        print(f"\n# BPR-MF step by phase, sparse optimiser, no Lightning (ms per step of 4,096 interactions)")
+        print(f"{'interactions':>13s} " + " ".join(f"{name:>10s}" for name in PHASE_NAMES) + f" {'total':>10s}")
+        for row in phases:
+            print(f"{row['interactions']:13,d} " + " ".join(f"{row[name]:10.2f}" for name in PHASE_NAMES) + f" {sum(row[name] for name in PHASE_NAMES):10.2f}")
+        print(f"{'ratio':>13s} " + " ".join(f"{phases[1][name] / phases[0][name]:10.2f}" for name in PHASE_NAMES)
+              + f" {sum(phases[1][name] for name in PHASE_NAMES) / sum(phases[0][name] for name in PHASE_NAMES):10.2f}")
         # the same huge-page and malloc settings as the package's rows, so the two stay side by side
         floors = [run_floor(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (args.sizes[0], args.sizes[-1])]
         # what the package adds over the floor, per million interactions: the part of the cost that

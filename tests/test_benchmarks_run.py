@@ -32,6 +32,11 @@ def test_scaling_ends_with_the_per_million_cost_ratio(tmp_path):
     assert re.fullmatch(r"bare-loop floor per-million cost ratio 0\.0\d+M/0\.00\dM: \d+\.\d\d", out.strip().splitlines()[-2]), out
     # and what the package adds over that floor, where it adds anything at the smallest size
     assert any(re.fullmatch(r"package's added per-million cost ratio 0\.0\d+M/0\.00\dM: -?\d+\.\d\d", line) for line in out.splitlines()[-3:]), out
+    # the step taken apart at the smallest and largest size, and how much each phase grew
+    lines = out.splitlines()
+    head = lines.index(next(line for line in lines if line.startswith("# BPR-MF step by phase")))
+    assert lines[head + 1].split() == ["interactions", "batch", "forward", "backward", "optimiser", "total"], out
+    assert lines[head + 4].split()[0] == "ratio" and all(re.fullmatch(r"\d+\.\d\d", v) for v in lines[head + 4].split()[1:]), out
     assert (tmp_path / "scaling.csv").exists() and (tmp_path / "scaling.png").exists()
 
 
@@ -82,3 +87,19 @@ def test_peer_benchmarks_fix_both_malloc_thresholds_in_both_processes():
         # in a child, so this test process keeps its own allocator settings
         done = subprocess.run([sys.executable, "-c", "import _allocator; raise SystemExit(0 if _allocator.settle_here() else 1)"], cwd=BENCH)
         assert done.returncode == 0, "glibc refused the malloc thresholds"
+
+
+def test_peer_benchmark_ceiling_runs_the_package_kernels_and_prints_its_ratio(capsys):
+    from crossrec_lit.data import InteractionDataModule, Synthetic
+
+    spec = importlib.util.spec_from_file_location("peer_recbole", BENCH / "peer_recbole.py")
+    peer_recbole = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer_recbole)
+    dm = InteractionDataModule(Synthetic(n_users=300, n_items=(120, 100), seed=1), "B", split="leave_one_out", batch_size=256, num_negatives=1)
+    dm.setup()
+    runs = {side: [peer_recbole.train_bare(dm, seed=0, epochs=2, dim=8, lr=1e-3, batch=256, test=False, kernels=kernels)]
+            for side, kernels in (("bare loop, plain Adam", "plain"), ("crossrec_lit", "plain"), (peer_recbole.CEILING, "package"))}  # fmt: skip
+    assert all(len(infos[0]["epoch_seconds"]) == 2 for infos in runs.values())
+    peer_recbole.summarise(runs, "bare loop, plain Adam", with_metrics=False)
+    out = capsys.readouterr().out
+    assert re.search(r"^ceiling: the package's kernels in a bare loop / bare loop, plain Adam: \d+\.\d\dx; crossrec_lit reaches \d+\.\d\d of it$", out, re.M), out
