@@ -19,6 +19,9 @@ A 0.1M epoch is about 25 steps and 0.2 s, short enough for one scheduler hiccup 
 by a tenth, and its first steps (allocating the optimiser's moments) weigh in it: sizes below
 ``--timed-interactions`` train several epochs and report their median (a 10M epoch is 2,400 steps,
 where the first ones do not count).
+The headline ratio comes from three runs of its own, smallest / largest / smallest again, with the
+mean of the two small ones as the denominator: the box's speed drifts over minutes, and a ratio of
+two runs minutes apart measured the drift as much as the growth.
 ``--thp`` asks torch's allocator for transparent huge pages; at 10M the tables (about 1 GB with
 the optimiser's moments) are read at random rows, and 4 KB pages make most of those reads a TLB
 miss as well as a cache miss.
@@ -324,11 +327,20 @@ def main() -> None:
 
     # the headline, last: BPR-MF with the sparse optimiser, the setting meant for big catalogues,
     # next to the memory floor of the same two sizes measured in this run
-    mine = [r for r in rows if r["model"] == "bpr" and r["optimizer"] == "sparse_adam"]
-    if len(mine) > 1:
-        first, last = mine[0], mine[-1]
-        per_million = [r["epoch_s"] / (r["interactions"] / 1e6) for r in (first, last)]
+    if len(args.sizes) > 1:
+        # its own three runs, smallest / largest / smallest again: this box's speed drifts by a
+        # fifth over minutes (the same 10M epoch took 43 s and 53 s in two runs an hour apart), and
+        # the table's 0.1M row ran minutes before its 10M row; the two small runs bracket the large
+        # one, and their mean is the denominator
+        small, large = args.sizes[0], args.sizes[-1]
+        timed = [run("bpr", n, args.threads, "sparse_adam", epochs=math.ceil(args.timed_interactions / n), thp=args.thp, malloc=args.malloc)
+                 for n in (small, large, small)]
+        first, last = timed[0], timed[1]
+        costs = [r["epoch_s"] / (r["interactions"] / 1e6) for r in timed]
+        per_million = [(costs[0] + costs[2]) / 2, costs[1]]
         label = f"{_size(last['interactions'])}/{_size(first['interactions'])}"
+        print(f"\n# headline runs, BPR-MF with the sparse optimiser: s per 1M {costs[0]:.2f} at {_size(small)} before, "
+              f"{costs[1]:.2f} at {_size(large)}, {costs[2]:.2f} at {_size(small)} after")
         # which phase of the step grows: the batch building (negative exclusion included) or the
         # reads and writes of table rows in the forward, backward and optimiser step
         phases = [run_phases(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (args.sizes[0], args.sizes[-1])]
