@@ -433,8 +433,8 @@ def main() -> None:
                    help="crossrec_lit's optimiser: adam (dense, RecBole's algorithm) or sparse_adam (lazy rows; equal NDCG must be shown)")
     p.add_argument("--quick", action="store_true", help="throughput only: a few epochs per side, no evaluation, no cross-check")
     p.add_argument("--ceiling", action="store_true",
-                   help="also time the package's embedding, fused Adam and sampler in a bare loop (no Lightning, throughput only, "
-                        "as many epochs as --quick): how far any loop around the same kernels gets against RecBole")
+                   help="with RecBole: also time the package's embedding, fused Adam and sampler in a bare loop (no Lightning, "
+                        "throughput only: the quick mode's epochs, 10 in full mode): how far any loop around the same kernels gets against RecBole")
     p.add_argument("--crosscheck", action="store_true", help="only the evaluator cross-check")
     p.add_argument("--no-crosscheck", action="store_true", help="skip the evaluator cross-check")
     p.add_argument("--no-create", action="store_true", help="do not create RecBole's venv when missing")
