@@ -50,6 +50,31 @@ import _allocator as allocator  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
+def make_store(size: int, seed: int, n_users: int, n_items: int):
+    """``size`` random (user, item) pairs, duplicates dropped: users uniform, items Zipf-like."""
+    import numpy as np
+
+    from crossrec_lit.data.pairset import sorted_unique
+
+    r = np.random.default_rng(seed)
+    u = r.integers(0, n_users, size)
+    # Zipf-like item popularity, as in real catalogues
+    i = np.minimum((r.pareto(1.2, size) * n_items / 50).astype(np.int64), n_items - 1)
+    keys = sorted_unique(np.sort(u * n_items + i))  # np.unique took 11 s of the 10M setup
+    return keys // n_items, keys % n_items
+
+
+def train_batches(u, i, n_users: int, n_items: int, seed: int):
+    """The package's batch dataset over a store: batch 4096, one negative that is never a positive."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from crossrec_lit.data import TrainBatches
+
+    positives = sp.csr_matrix((np.ones(len(u), dtype=bool), (u, i)), shape=(n_users, n_items))
+    return TrainBatches(u, i, num_items=n_items, batch_size=4096, num_negatives=1, positives=positives, seed=seed)
+
+
 def child(model: str, n: int, threads: int, optimizer: str, users: int | None, items: int | None, limit: int = 0, epochs: int = 1) -> dict:
     """Runs in the subprocess: build the data, train ``epochs`` epochs, report the median epoch."""
     import logging
@@ -63,8 +88,6 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
 
     from _timing import EpochTimer
     from crossrec_lit import set_num_threads
-    from crossrec_lit.data import TrainBatches
-    from crossrec_lit.data.pairset import sorted_unique
     from crossrec_lit.models import BPRMF, SharedUserMF
     from crossrec_lit.training import quiet_trainer
 
@@ -78,28 +101,20 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     started = time.perf_counter()
 
     def store(size: int, seed: int):
-        r = np.random.default_rng(seed)
-        u = r.integers(0, n_users, size)
-        # Zipf-like item popularity, as in real catalogues
-        i = np.minimum((r.pareto(1.2, size) * n_items / 50).astype(np.int64), n_items - 1)
-        keys = sorted_unique(np.sort(u * n_items + i))  # np.unique took 11 s of the 10M setup
-        return keys // n_items, keys % n_items
+        return make_store(size, seed, n_users, n_items)
 
     def batches(u, i, seed):
-        import scipy.sparse as sp
-
-        positives = sp.csr_matrix((np.ones(len(u), dtype=bool), (u, i)), shape=(n_users, n_items))
-        return TrainBatches(u, i, num_items=n_items, batch_size=4096, num_negatives=1, positives=positives, seed=seed)
+        return DataLoader(train_batches(u, i, n_users, n_items, seed), batch_size=None)
 
     if model == "bpr":
         u, i = store(n, 1)
-        loader = DataLoader(batches(u, i, 0), batch_size=None)
+        loader = batches(u, i, 0)
         net = BPRMF(n_users, n_items, embedding_dim=64, lr=1e-3, optimizer=optimizer)
         interactions = len(u)
     else:
         su, si = store(n // 2, 2)
         tu, ti = store(n - n // 2, 3)
-        loader = CombinedLoader({"source": DataLoader(batches(su, si, 0), batch_size=None), "target": DataLoader(batches(tu, ti, 1), batch_size=None)}, mode="max_size_cycle")
+        loader = CombinedLoader({"source": batches(su, si, 0), "target": batches(tu, ti, 1)}, mode="max_size_cycle")
         net = SharedUserMF(n_users, n_items, n_items, embedding_dim=64, lr=1e-3, optimizer=optimizer)
         interactions = len(su) + len(tu)
     setup_s = time.perf_counter() - started
@@ -167,23 +182,14 @@ def phases_child(n: int, threads: int, steps: int = 300) -> dict:
     (which includes coalescing the sparse gradients). Lightning's loop is left out: its cost per
     step does not depend on the data. Mean ms per step after the first fifth of the steps.
     """
-    import numpy as np
-    import scipy.sparse as sp
-
     from crossrec_lit import set_num_threads
-    from crossrec_lit.data import TrainBatches
-    from crossrec_lit.data.pairset import sorted_unique
     from crossrec_lit.models import BPRMF
 
     set_num_threads(threads)
     n_users, n_items = max(n // 10, 100), max(n // 20, 100)
-    r = np.random.default_rng(1)
-    u = r.integers(0, n_users, n)
-    i = np.minimum((r.pareto(1.2, n) * n_items / 50).astype(np.int64), n_items - 1)
-    keys = sorted_unique(np.sort(u * n_items + i))
-    u, i = keys // n_items, keys % n_items
-    positives = sp.csr_matrix((np.ones(len(u), dtype=bool), (u, i)), shape=(n_users, n_items))
-    batches = TrainBatches(u, i, num_items=n_items, batch_size=4096, num_negatives=1, positives=positives, seed=0)
+    # the same store as the BPR-MF rows of the table (seed 1)
+    u, i = make_store(n, 1, n_users, n_items)
+    batches = train_batches(u, i, n_users, n_items, 0)
     net = BPRMF(n_users, n_items, embedding_dim=64, lr=1e-3, optimizer="sparse_adam")
     opt = net.configure_optimizers()
     totals = dict.fromkeys(PHASE_NAMES, 0.0)
