@@ -17,8 +17,11 @@ backward, optimiser step) at the smallest and largest size, so the growth is cha
 
 A 0.1M epoch is about 25 steps and 0.2 s, short enough for one scheduler hiccup to move the ratio
 by a tenth, and its first steps (allocating the optimiser's moments) weigh in it: sizes below
-``--timed-interactions`` train several epochs and report their median (a 10M epoch is 2,400 steps,
-where the first ones do not count).
+``--timed-interactions`` train several epochs, and every size trains at least two: the first epoch
+is left out of the median. It is the warm-up (the optimiser's moment tables, about 770 MB at 10M,
+are faulted in page by page as rows are first touched): measured 2026-12-07 at 10M, 47.5 s for the
+first epoch against 42.6 and 43.2 s for the next two, where the smallest size's median of ten
+epochs already left its warm-up out, so a one-epoch 10M row overstated the ratio by a tenth.
 The headline ratio comes from three runs of its own, smallest / largest / smallest again, with the
 mean of the two small ones as the denominator: the box's speed drifts over minutes, and a ratio of
 two runs minutes apart measured the drift as much as the growth.
@@ -127,7 +130,8 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
     processed = interactions if model == "bpr" else 2 * max(len(su), len(tu))
     if limit:
         processed = min(processed, limit * 4096 * (1 if model == "bpr" else 2))
-    epoch_s = statistics.median(timer.seconds)
+    # the first epoch is the warm-up (see the module docstring); a single epoch is all there is
+    epoch_s = statistics.median(timer.seconds[1:] or timer.seconds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     return {"model": model, "optimizer": optimizer, "interactions": interactions, "users": n_users, "items": n_items,
             "setup_s": setup_s, "epochs": epochs, "epoch_s": epoch_s, "samples_per_s": processed / epoch_s, "peak_rss_mib": peak}
@@ -215,6 +219,11 @@ def phases_child(n: int, threads: int, steps: int = 300) -> dict:
     return {"interactions": len(u), **{name: total / (steps - skip) * 1e3 for name, total in totals.items()}}
 
 
+def warm_epochs(n: int, timed_interactions: int) -> int:
+    """Epochs a size trains: enough to time about ``timed_interactions``, plus the warm-up epoch."""
+    return max(math.ceil(timed_interactions / n), 1) + 1
+
+
 def run(model: str, n: int, threads: int, optimizer: str = "adam", users=None, items=None, limit: int = 0, epochs: int = 1, thp: bool = False,
         malloc: str = "settled") -> dict:
     args = ["--child", model, str(n), str(threads), optimizer, str(users or 0), str(items or 0), str(limit), str(epochs)]
@@ -290,7 +299,7 @@ def main() -> None:
             for n in args.sizes:
                 if optimizer == "adam" and n > args.dense_max:
                     continue
-                r = run(model, n, args.threads, optimizer, epochs=math.ceil(args.timed_interactions / n), thp=args.thp, malloc=args.malloc)
+                r = run(model, n, args.threads, optimizer, epochs=warm_epochs(n, args.timed_interactions), thp=args.thp, malloc=args.malloc)
                 rows.append(r)
                 per_million = r["epoch_s"] / (r["interactions"] / 1e6)
                 print(f"{model + '/' + optimizer:18s} {r['interactions']:13,d} {r['users']:10,d} {r['items']:10,d} {r['epoch_s']:9.2f} {r['samples_per_s']:11,.0f} {per_million:9.2f} {r['peak_rss_mib']:13,.0f}", flush=True)
@@ -339,7 +348,7 @@ def main() -> None:
         # the table's 0.1M row ran minutes before its 10M row; the two small runs bracket the large
         # one, and their mean is the denominator
         small, large = args.sizes[0], args.sizes[-1]
-        timed = [run("bpr", n, args.threads, "sparse_adam", epochs=math.ceil(args.timed_interactions / n), thp=args.thp, malloc=args.malloc)
+        timed = [run("bpr", n, args.threads, "sparse_adam", epochs=warm_epochs(n, args.timed_interactions), thp=args.thp, malloc=args.malloc)
                  for n in (small, large, small)]
         first, last = timed[0], timed[1]
         costs = [r["epoch_s"] / (r["interactions"] / 1e6) for r in timed]
