@@ -53,6 +53,11 @@ import _allocator as allocator  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
+def shapes(n: int) -> tuple[int, int]:
+    """Users and items at ``n`` interactions: 10 interactions per user, 20 per item."""
+    return max(n // 10, 100), max(n // 20, 100)
+
+
 def make_store(size: int, seed: int, n_users: int, n_items: int):
     """``size`` random (user, item) pairs, duplicates dropped: users uniform, items Zipf-like."""
     import numpy as np
@@ -99,8 +104,8 @@ def child(model: str, n: int, threads: int, optimizer: str, users: int | None, i
         logging.getLogger(name).setLevel(logging.ERROR)
     set_num_threads(threads)
     rng = np.random.default_rng(0)
-    n_users = users or max(n // 10, 100)
-    n_items = items or max(n // 20, 100)
+    n_users, n_items = shapes(n)
+    n_users, n_items = users or n_users, items or n_items
     started = time.perf_counter()
 
     def store(size: int, seed: int):
@@ -149,7 +154,7 @@ def floor_child(n: int, threads: int, steps: int = 200) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    n_users, n_items, dim, batch = max(n // 10, 100), max(n // 20, 100), 64, 4096
+    (n_users, n_items), dim, batch = shapes(n), 64, 4096
     g = torch.Generator().manual_seed(0)
     users_emb = torch.randn(n_users, dim, generator=g) * 0.01
     items_emb = torch.randn(n_items, dim, generator=g) * 0.01
@@ -190,7 +195,7 @@ def phases_child(n: int, threads: int, steps: int = 300) -> dict:
     from crossrec_lit.models import BPRMF
 
     set_num_threads(threads)
-    n_users, n_items = max(n // 10, 100), max(n // 20, 100)
+    n_users, n_items = shapes(n)
     # the same store as the BPR-MF rows of the table (seed 1)
     u, i = make_store(n, 1, n_users, n_items)
     batches = train_batches(u, i, n_users, n_items, 0)
@@ -358,15 +363,15 @@ def main() -> None:
               f"{costs[1]:.2f} at {_size(large)}, {costs[2]:.2f} at {_size(small)} after")
         # which phase of the step grows: the batch building (negative exclusion included) or the
         # reads and writes of table rows in the forward, backward and optimiser step
-        phases = [run_phases(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (args.sizes[0], args.sizes[-1])]
+        phases = [run_phases(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (small, large)]
         print(f"\n# BPR-MF step by phase, sparse optimiser, no Lightning (ms per step of 4,096 interactions)")
         print(f"{'interactions':>13s} " + " ".join(f"{name:>10s}" for name in PHASE_NAMES) + f" {'total':>10s}")
         for row in phases:
-            print(f"{row['interactions']:13,d} " + " ".join(f"{row[name]:10.2f}" for name in PHASE_NAMES) + f" {sum(row[name] for name in PHASE_NAMES):10.2f}")
-        print(f"{'ratio':>13s} " + " ".join(f"{phases[1][name] / phases[0][name]:10.2f}" for name in PHASE_NAMES)
-              + f" {sum(phases[1][name] for name in PHASE_NAMES) / sum(phases[0][name] for name in PHASE_NAMES):10.2f}")
+            row["total"] = sum(row[name] for name in PHASE_NAMES)
+            print(f"{row['interactions']:13,d} " + " ".join(f"{row[name]:10.2f}" for name in (*PHASE_NAMES, "total")))
+        print(f"{'ratio':>13s} " + " ".join(f"{phases[1][name] / phases[0][name]:10.2f}" for name in (*PHASE_NAMES, "total")))
         # the same huge-page and malloc settings as the package's rows, so the two stay side by side
-        floors = [run_floor(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (args.sizes[0], args.sizes[-1])]
+        floors = [run_floor(n, args.threads, thp=args.thp, malloc=args.malloc) for n in (small, large)]
         # what the package adds over the floor, per million interactions: the part of the cost that
         # its sampling, batching and Lightning's loop own, where the memory system's growth is not
         added = [cost - floor["s_per_million"] for cost, floor in zip(per_million, floors)]

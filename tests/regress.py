@@ -137,10 +137,10 @@ def tolerance(metrics: dict, name: str) -> float:
     larger of two estimates of one run's spread: the blocks' std unbiased by c4(B), and the spread
     that follows from the seed-to-seed std inside each block where the record has one
     (:func:`within_block_spread`, many more degrees of freedom). A number without spread over
-    the blocks (:func:`without_spread`, the rule `floor` counts by) keeps the exact floor. The band is SIGMAS of that
-    spread: 0.27% per number if sigma were known; with a df = 2 estimate alone (p-values, paired
-    differences) a moved run still falls outside about one time in thirteen, which only more
-    recorded blocks would lower."""
+    the blocks (:func:`without_spread`, the rule `floor` counts by) keeps the exact floor. The
+    band is SIGMAS of that spread: 0.27% per number if sigma were known; with a df = 2 estimate
+    alone (p-values, paired differences) a moved run still falls outside about one time in
+    thirteen, which only more recorded blocks would lower."""
     entry = metrics[name]
     blocks = len(entry["values"])
     floor_ = REL_FLOOR * max(1.0, abs(on_scale(name, entry["value"])))
